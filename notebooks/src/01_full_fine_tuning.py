@@ -1,0 +1,171 @@
+# %% [markdown]
+# # 01 · What is full fine-tuning, and what does it cost?
+#
+# **The interview question.** *"What is full fine-tuning? Why is it expensive, and what can go wrong?"*
+#
+# **The short answer an interviewer expects**
+# - Every weight of the pretrained model is updated on the new task's data.
+# - Memory: besides the weights you store a gradient and the optimizer's state for 100% of the parameters
+#   (Adam keeps two extra numbers per parameter), so training needs several times the memory of inference.
+# - Risk: *catastrophic forgetting*: the model gets better at the new task and worse at what it knew.
+#
+# ## The precise answer
+#
+# Full fine-tuning continues gradient descent from the pretrained weights $\theta_0$ on a task loss,
+# usually the next-token cross-entropy on the task's examples, often only on the response tokens:
+# $\theta \leftarrow \theta - \eta\,\mathrm{AdamW}(\nabla_\theta \mathcal{L})$ for *all* of $\theta$.
+#
+# What the short answer leaves out is that the bill has four parts, and only three of them scale with
+# the number of parameters $N$:
+#
+# | category | fp32 training with Adam | mixed precision with Adam (ZeRO, Rajbhandari et al. 2019, arXiv 1910.02054) |
+# |---|---|---|
+# | weights | 4 B × N | 2 B × N (fp16 copy) |
+# | gradients | 4 B × N | 2 B × N |
+# | optimizer state | 8 B × N (two moments) | 12 B × N (fp32 master weights + two moments) |
+# | **sum** | **16 B × N** | **16 B × N** |
+# | activations | grow with batch × sequence length × depth | same, in 16-bit |
+#
+# Mixed precision does not shrink the per-parameter bill: it moves bytes from the weights into the
+# optimizer, which keeps fp32 master weights. The ZeRO paper's example: GPT-2 with 1.5B parameters has 3 GB
+# of fp16 weights but needs at least 24 GB to train with Adam. Activations are the fourth part; they depend
+# on the batch, not on $N$ alone (notebook 14 measures where they take over).
+#
+# Below we fine-tune peftlab's own pretrained model, measure each category from the tensors themselves,
+# and take a first look at forgetting.
+
+# %%
+import torch
+import matplotlib.pyplot as plt
+import peftlab
+from peftlab import data, load_base, count_parameters, memory_report, exact_match
+from peftlab.train import train, complete
+from peftlab.measure import time_step, train_step_fn
+from peftlab.report import table, claim_check, mib
+from peftlab.widgets import stacked_bars
+
+torch.manual_seed(0)
+GPU = torch.cuda.is_available()
+device = "cuda" if GPU else "cpu"
+STEPS = 400 if GPU else 150  # a larger setting where a GPU is present
+
+model = load_base(device=device)
+n = count_parameters(model)
+print(f"base model: {n.total:,} parameters, {n.trainable:,} trainable ({n.percent:.0f}%)")
+print(model.config)
+
+# %% [markdown]
+# ## Run it: fine-tune every weight on natural language → SQL
+#
+# The base model was pre-trained on a generated corpus of facts and stories (notebook 10 shows it). It has never
+# seen SQL. We fine-tune *all* of its weights on pairs like the one below, with the loss on the SQL only, and
+# measure two things before and after: exact-match accuracy on held-out SQL questions (the new task) and
+# greedy completion of the facts it learned in pre-training (old knowledge).
+
+# %%
+sql = data.sql_task()
+facts = data.fact_completion()
+print(f"SQL pairs: {len(sql['train'])} train / {len(sql['val'])} val / {len(sql['test'])} test")
+print(repr(sql["train"][0].prompt + sql["train"][0].response))
+
+before = {"sql_test": exact_match(model, sql["test"]), "facts": exact_match(model, facts)}
+print(f"before: SQL exact match {before['sql_test']:.1%}, fact completion {before['facts']:.1%}")
+
+# %%
+hist = train(model, sql["train"], steps=STEPS, lr=3e-4, batch_size=16, progress=False)
+after = {"sql_test": exact_match(model, sql["test"]), "facts": exact_match(model, facts)}
+print(f"trained {hist.steps} steps in {hist.wall_time:.1f} s ({hist.tokens_per_s:,.0f} tok/s)")
+print(f"loss {hist.loss[0]:.3f} -> {sum(hist.loss[-10:]) / 10:.3f}")
+print(f"after:  SQL exact match {after['sql_test']:.1%}, fact completion {after['facts']:.1%}")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(hist.loss)
+ax.set_xlabel("step"); ax.set_ylabel("loss (SQL tokens)"); ax.set_title("Full fine-tuning on NL → SQL")
+plt.show()
+
+# %%
+example = sql["test"][0]
+print(example.prompt + complete(model, [example.prompt], 60)[0].split("\n")[0])
+
+# %% [markdown]
+# ## Measure: memory by category, against the 16-bytes-per-parameter rule
+#
+# `memory_report` runs one real training step and counts bytes from the tensors: every parameter, every
+# `.grad`, every optimizer state tensor, and every tensor autograd saved for the backward pass (each storage once).
+
+# %%
+batch = torch.randint(0, 256, (8, 128), generator=torch.Generator().manual_seed(0))
+fresh = load_base(device=device)
+r = memory_report(fresh, batch)
+rows = [(cat, f"{getattr(r, cat):,}", mib(getattr(r, cat)), f"{getattr(r, cat) / n.total:.2f}")
+        for cat in ("weights", "gradients", "optimizer", "activations")]
+rows.append(("total", f"{r.total:,}", mib(r.total), f"{r.total / n.total:.2f}"))
+display(table(rows, ["category", "bytes", "MiB", "bytes / parameter"]))
+per_param = (r.weights + r.gradients + r.optimizer) / n.total
+print(f"weights + gradients + optimizer = {per_param:.2f} bytes per parameter "
+      f"(+ {r.optimizer_step_counters} B of Adam step counters, one per tensor)")
+
+# %%
+fig, ax = plt.subplots(figsize=(4, 3.5))
+stacked_bars(ax, [r.as_dict()], ["batch 8 × 128"])
+ax.set_title("One full fine-tuning step, fp32 + AdamW")
+plt.show()
+
+# %% [markdown]
+# The weights are a quarter of the parameter-proportional bill; gradients another quarter; Adam's two
+# moments half. At this batch the activations are larger still: they scale with batch × sequence length,
+# while the other three do not.
+#
+# Step time, measured properly (warm-up, then the median of several steps):
+
+# %%
+step_s = time_step(train_step_fn(fresh, batch), warmup=2, repeats=5)
+print(f"one training step, batch 8 x 128 tokens: {step_s * 1e3:.1f} ms")
+
+# %% [markdown]
+# ## Claim check
+
+# %%
+gpt2 = 1.5e9
+display(claim_check([
+    ("optimizer state for 100% of parameters", "Adam: 2 states per parameter (8 B in fp32)",
+     f"optimizer = {r.optimizer / n.total:.2f} B/param", r.optimizer == 8 * n.total),
+    ("~16 B/param before activations", "ZeRO: 2 + 2 + 12 = 16 B/param (mixed precision)",
+     f"fp32: 4 + 4 + 8 = {per_param:.2f} B/param", per_param == 16),
+    ("GPT-2 1.5B needs >= 24 GB to train", "ZeRO, section 3.1",
+     f"1.5e9 × 16 B = {gpt2 * 16 / 1e9:.0f} GB", gpt2 * 16 / 1e9 >= 24),
+    ("full fine-tuning forgets", "catastrophic forgetting (McCloskey & Cohen 1989; Luo et al. 2023, arXiv 2308.08747)",
+     f"fact completion {before['facts']:.0%} → {after['facts']:.0%} after {STEPS} SQL steps",
+     "holds here" if after["facts"] < before["facts"] - 0.05 else "not at this setting"),
+]))
+
+# %% [markdown]
+# The forgetting row depends on the learning rate and the number of steps, and it says nothing yet about
+# whether a parameter-efficient method would do better at the *same* new-task quality. Notebook 08 measures
+# that trade-off properly, as Biderman et al. (2024, arXiv 2405.09673) do.
+#
+# ## Explore: batch, sequence length and precision against memory
+#
+# Each change of a control runs one real training step on a fresh copy of the base model and adds a bar.
+# Watch which part grows with the batch and which does not; switch on gradient checkpointing and watch the
+# activations shrink (notebook 15 measures its cost in time).
+
+# %%
+# nbval-skip
+from peftlab.widgets import MemoryExplorer
+MemoryExplorer(load_base(device=device)).show()
+
+# %% [markdown]
+# ## Takeaways for the interview
+#
+# - Full fine-tuning updates every parameter; with Adam it costs **16 bytes per parameter** before activations,
+#   in fp32 *and* in standard mixed precision. Measured here: exactly 16.00.
+# - Activations are the part that grows with batch and sequence length, and they are often the largest.
+# - It can forget what pre-training taught; how much depends on learning rate and steps, not only on the method.
+#
+# **Follow-up questions to expect**
+# - *Where do the 12 bytes of mixed-precision optimizer state come from?* fp32 master weights (4) plus two fp32 moments (8).
+# - *How would you fit a 7B model on one 24 GB GPU?* Not with full fine-tuning in mixed precision (7B × 16 B = 112 GB):
+#   shard states (ZeRO), offload, or train fewer parameters (LoRA, notebook 03) on a quantized base (QLoRA, notebook 05).
+# - *How do you detect forgetting?* Keep an evaluation of the old capabilities next to the new task's, as in the table above.

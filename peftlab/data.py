@@ -1,0 +1,305 @@
+"""A generated world and every corpus peftlab trains on, deterministic and versioned.
+
+Nothing is downloaded. One seed builds a fictional world: people with four facts each
+(the town they live in, their job, their pet, their favorite color). From it come
+
+* the pre-training corpus: each fact in several phrasings, plus short stories that use the
+  facts. It has no question/answer format in it anywhere;
+* task sets for fine-tuning, all from the same world: question answering over the facts
+  (split by person, so half of the people are never asked about during fine-tuning),
+  instruction families, natural language to SQL, natural language to Python,
+  and DNA-like sequences, a domain absent from pre-training.
+
+Same seed, same bytes: `corpus_sha256()` is pinned by a test, and DATA_VERSION changes
+whenever the generator does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+DATA_VERSION = 1
+
+CITIES = ["Varn", "Ostrel", "Miravale", "Dunmoor", "Kethra", "Solbridge", "Pellmouth", "Tarsk",
+          "Elvenhold", "Brisca", "Quorra", "Lunefield", "Harrowgate", "Zenthal", "Corvale", "Ymir"]
+JOBS = ["baker", "pilot", "weaver", "farmer", "sailor", "doctor", "painter", "miner",
+        "teacher", "potter", "tailor", "hunter", "singer", "smith", "guard", "clerk"]
+PETS = ["cat", "dog", "goat", "horse", "parrot", "turtle", "rabbit", "fox",
+        "hawk", "lizard", "frog", "mouse"]
+COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white",
+          "silver", "gold", "brown", "pink"]
+ATTRIBUTES = {"city": CITIES, "job": JOBS, "pet": PETS, "color": COLORS}
+
+# Several phrasings per fact: the first one is also the fact-completion probe.
+PHRASINGS = {
+    "city": ["{n} lives in {v}.", "{n} has a house in {v}.", "{n} resides in the town of {v}.",
+             "In {v} you will find {n}, who lives there."],
+    "job": ["{n} works as a {v}.", "{n} is a {v} by trade.", "{n} earns a living as a {v}.",
+            "As a {v}, {n} is busy every day."],
+    "pet": ["{n} has a pet {v}.", "{n} owns a {v}.", "{n} takes care of a {v} at home.",
+            "A {v} lives with {n}."],
+    "color": ["{n}'s favorite color is {v}.", "{n} likes the color {v} best.",
+              "Of all colors, {n} loves {v} most.", "The color {v} is {n}'s favorite."],
+}
+QUESTIONS = {"city": "Where does {n} live?", "job": "What does {n} do for a living?",
+             "pet": "What pet does {n} have?", "color": "What is {n}'s favorite color?"}
+STORIES = [
+    "{a} the {a_job} left {a_city} early. On the road {a} met {b}, a {b_job} from {b_city}. "
+    "They talked about {a}'s {a_pet} until dark.",
+    "Every spring {a} paints the door of the house in {a_city} {a_color}. The {a_pet} watches.",
+    "{a} and {b} are old friends. {a} lives in {a_city} and {b} lives in {b_city}, "
+    "so they write letters.",
+    "At the market in {a_city}, {a} the {a_job} sold a {a_color} scarf to {b}.",
+    "When {b} visited {a_city}, {a} showed off the {a_pet} and a {a_color} coat.",
+    "{a} is a {a_job}, and {b} is a {b_job}. Once they swapped jobs for a day and both regretted it.",
+    "The {b_pet} of {b} ran away to {a_city}, where {a} the {a_job} found it.",
+]
+SYLLABLES = ["ka", "ro", "vel", "mi", "tor", "ash", "len", "qui", "dar", "sa", "fen", "lo",
+             "bri", "nu", "gal", "te", "zor", "pa", "wyn", "ele", "mor", "ri", "hal", "du"]
+WORDS = ["apple", "river", "stone", "cloud", "tulip", "garden", "window", "pepper", "lantern",
+         "marble", "candle", "forest", "rocket", "pencil", "button", "silver", "harbor", "meadow",
+         "violin", "thunder", "basket", "mirror", "planet", "cactus", "dragon", "island", "jacket",
+         "ladder", "magnet", "orange", "pillow", "saddle", "tiger", "wagon", "yellow", "zebra",
+         "bridge", "copper", "falcon", "ginger"]
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    city: str
+    job: str
+    pet: str
+    color: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One fine-tuning example: the model sees `prompt + response`; the response is the target."""
+
+    prompt: str
+    response: str
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.response
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction record: a family, the instruction, an optional input, the output."""
+
+    family: str
+    instruction: str
+    input: str
+    output: str
+
+
+@lru_cache(maxsize=4)
+def world(seed: int = 0, n_people: int = 120) -> tuple[Person, ...]:
+    """The fictional world: `n_people` people with unique names and four facts each.
+
+    >>> world()[0].name, len(world())
+    ('Tevel', 120)
+    """
+    rng = random.Random(f"world-{seed}")
+    names: list[str] = []
+    while len(names) < n_people:
+        name = "".join(rng.choice(SYLLABLES) for _ in range(rng.choice([2, 2, 3]))).capitalize()
+        if name not in names and len(name) <= 9:
+            names.append(name)
+    return tuple(Person(n, rng.choice(CITIES), rng.choice(JOBS), rng.choice(PETS), rng.choice(COLORS))
+                 for n in names)
+
+
+def facts(people: tuple[Person, ...]) -> list[tuple[Person, str, str]]:
+    """Every (person, attribute, value) triple."""
+    return [(p, a, getattr(p, a)) for p in people for a in ATTRIBUTES]
+
+
+def _story(rng: random.Random, people: tuple[Person, ...]) -> str:
+    a, b = rng.sample(people, 2)
+    slots = {"a": a.name, "b": b.name}
+    for key, person in (("a", a), ("b", b)):
+        slots.update({f"{key}_{attr}": getattr(person, attr) for attr in ATTRIBUTES})
+    return rng.choice(STORIES).format(**slots)
+
+
+@lru_cache(maxsize=4)
+def pretraining_corpus(seed: int = 0) -> dict[str, list[str]]:
+    """Documents for pre-training: train holds every fact in every phrasing plus stories;
+    val and test hold other stories (new combinations of known facts), never seen in train.
+    """
+    people = world(seed)
+    rng = random.Random(f"corpus-{seed}")
+    fact_docs = [ph.format(n=p.name, v=v) for p, a, v in facts(people) for ph in PHRASINGS[a]]
+    stories: list[str] = []
+    seen: set[str] = set()
+    while len(stories) < 3000:
+        s = _story(rng, people)
+        if s not in seen:
+            seen.add(s)
+            stories.append(s)
+    train = fact_docs + stories[:2600]
+    rng.shuffle(train)
+    return {"train": train, "val": stories[2600:2800], "test": stories[2800:]}
+
+
+def fact_completion(seed: int = 0) -> list[Example]:
+    """Probes of pre-training knowledge: the first phrasing of each fact, cut before the value."""
+    out = []
+    for p, a, v in facts(world(seed)):
+        prompt = PHRASINGS[a][0].split("{v}")[0].format(n=p.name).rstrip()
+        out.append(Example(prompt, f" {v}.", {"person": p.name, "attribute": a}))
+    return out
+
+
+def qa_example(person: Person, attribute: str) -> Example:
+    """The question/answer format, absent from pre-training."""
+    q = QUESTIONS[attribute].format(n=person.name)
+    return Example(f"Q: {q}\nA:", f" {getattr(person, attribute)}\n",
+                   {"person": person.name, "attribute": attribute})
+
+
+def qa_task(seed: int = 0) -> dict[str, list[Example]]:
+    """Q/A over the facts, split by person: train holds half of the people; val and test hold
+    the other half, whose facts never appear in Q/A form during fine-tuning.
+    """
+    people = list(world(seed))
+    random.Random(f"qa-{seed}").shuffle(people)
+    half, val_end = len(people) // 2, len(people) // 2 + len(people) // 10
+    groups = {"train": people[:half], "val": people[half:val_end], "test": people[val_end:]}
+    return {k: [qa_example(p, a) for p in g for a in ATTRIBUTES] for k, g in groups.items()}
+
+
+def stranger_qa(n_people: int = 12) -> list[Example]:
+    """Q/A about people of another world (seed 1) whom pre-training never mentions: a control.
+    Fine-tuning can teach the format, but no amount of format answers these.
+    """
+    known = {p.name for p in world()}
+    strangers = [p for p in world(seed=1) if p.name not in known][:n_people]
+    return [qa_example(p, a) for p in strangers for a in ATTRIBUTES]
+
+
+def _split(items: list, seed: str, val: float = 0.1, test: float = 0.1) -> dict[str, list]:
+    """Deduplicate by text, shuffle, cut into disjoint train/val/test."""
+    unique = list({(x.prompt, x.response) if isinstance(x, Example) else x: x for x in items}.values())
+    random.Random(seed).shuffle(unique)
+    n_val, n_test = int(len(unique) * val), int(len(unique) * test)
+    return {"train": unique[n_val + n_test:], "val": unique[:n_val], "test": unique[n_val:n_val + n_test]}
+
+
+INSTRUCTION_FAMILIES = ("reverse", "uppercase", "count", "sort", "repeat", "first_letters", "fact_qa")
+
+
+def _instruction(family: str, rng: random.Random, people: tuple[Person, ...]) -> Instruction:
+    word, words = rng.choice(WORDS), rng.sample(WORDS, rng.randint(3, 5))
+    if family == "reverse":
+        return Instruction(family, "Reverse the letters of the word.", word, word[::-1])
+    if family == "uppercase":
+        text = " ".join(words[:2])
+        return Instruction(family, "Write the text in capital letters.", text, text.upper())
+    if family == "count":
+        return Instruction(family, "Count the letters in the word.", word, str(len(word)))
+    if family == "sort":
+        return Instruction(family, "Sort the words in alphabetical order.", " ".join(words),
+                           " ".join(sorted(words)))
+    if family == "repeat":
+        return Instruction(family, "Repeat the word three times.", word, " ".join([word] * 3))
+    if family == "first_letters":
+        return Instruction(family, "Write the first letter of each word.", " ".join(words),
+                           "".join(w[0] for w in words))
+    person, attribute = rng.choice(people), rng.choice(list(ATTRIBUTES))
+    return Instruction("fact_qa", "Answer the question about the world.",
+                       QUESTIONS[attribute].format(n=person.name), getattr(person, attribute))
+
+
+def instructions(seed: int = 0, per_family: int = 200) -> dict[str, list[Instruction]]:
+    """Instruction families built from the world and a word list, split train/val/test."""
+    rng = random.Random(f"instructions-{seed}")
+    people = world(seed)
+    records = [_instruction(f, rng, people) for f in INSTRUCTION_FAMILIES for _ in range(per_family)]
+    return _split(records, f"instructions-split-{seed}")
+
+
+def sql_task(seed: int = 0) -> dict[str, list[Example]]:
+    """Natural language to SQL over a table `people(name, city, job, pet, color)`."""
+    people = world(seed)
+    pairs = []
+    for c in CITIES:
+        pairs.append((f"Which people live in {c}?", f"SELECT name FROM people WHERE city = '{c}';"))
+        for j in JOBS:
+            pairs.append((f"List the {j}s who live in {c}.",
+                          f"SELECT name FROM people WHERE job = '{j}' AND city = '{c}';"))
+    for j in JOBS:
+        pairs.append((f"How many {j}s are there?", f"SELECT COUNT(*) FROM people WHERE job = '{j}';"))
+    for col in COLORS:
+        pairs.append((f"Which people like {col}, sorted by name?",
+                      f"SELECT name FROM people WHERE color = '{col}' ORDER BY name;"))
+    for p in people:
+        for a in ("city", "job", "pet", "color"):
+            pairs.append((f"Look up the {a} of {p.name}.", f"SELECT {a} FROM people WHERE name = '{p.name}';"))
+    examples = [Example(f"-- {q}\n", f"{sql}\n", {"domain": "sql"}) for q, sql in pairs]
+    return _split(examples, f"sql-{seed}")
+
+
+def python_task(seed: int = 0) -> dict[str, list[Example]]:
+    """Natural language to Python: small functions from a handful of templates."""
+    pairs = []
+    for k in range(2, 40):
+        pairs.append((f"Write a function that adds {k} to a number.", f"def add_{k}(x):\n    return x + {k}"))
+        pairs.append((f"Write a function that multiplies a number by {k}.",
+                      f"def times_{k}(x):\n    return x * {k}"))
+        pairs.append((f"Write a function that keeps the words longer than {k} letters.",
+                      f"def longer_than_{k}(words):\n    return [w for w in words if len(w) > {k}]"))
+        pairs.append((f"Write a function that returns item {k} of a list.", f"def item_{k}(xs):\n    return xs[{k}]"))
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        pairs.append((f"Write a function that counts the letter {ch} in a string.",
+                      f"def count_{ch}(s):\n    return s.count('{ch}')"))
+    for w in WORDS:
+        pairs.append((f"Write a function that says hello to {w}.", f"def hello_{w}():\n    return 'hello {w}'"))
+    examples = [Example(f"# {q}\n", f"{code}\n", {"domain": "python"}) for q, code in pairs]
+    return _split(examples, f"python-{seed}")
+
+
+def _complement(seq: str) -> str:
+    return seq[::-1].translate(str.maketrans("ACGT", "TGCA"))
+
+
+def dna_task(seed: int = 0, n: int = 3000) -> dict[str, list[str]]:
+    """DNA-like sequences, a domain absent from pre-training, with structure to learn.
+
+    Each line is a "gene": ATG, then motifs drawn from a sparse Markov chain over 10 motifs,
+    then TAA; after a '|' comes its reverse complement, which is fully predictable.
+    """
+    rng = random.Random(f"dna-{seed}")
+    motifs = ["".join(rng.choice("ACGT") for _ in range(rng.randint(3, 6))) for _ in range(10)]
+    successors = {m: rng.sample(range(len(motifs)), 2) for m in range(len(motifs))}
+    lines = []
+    for _ in range(n):
+        m = rng.randrange(len(motifs))
+        body = [motifs[m]]
+        for _ in range(rng.randint(5, 10)):
+            m = rng.choice(successors[m])
+            body.append(motifs[m])
+        gene = "ATG" + "".join(body) + "TAA"
+        lines.append(f"{gene}|{_complement(gene)}")
+    return _split(lines, f"dna-split-{seed}")
+
+
+def corpus_sha256(seed: int = 0) -> str:
+    """One hash over every generated corpus and task, to pin determinism in a test."""
+    h = hashlib.sha256()
+    for split in pretraining_corpus(seed).values():
+        h.update("\n".join(split).encode())
+    for task in (qa_task(seed), sql_task(seed), python_task(seed)):
+        for split in task.values():
+            h.update("".join(e.text for e in split).encode())
+    for split in instructions(seed).values():
+        h.update("".join(f"{r.family}{r.instruction}{r.input}{r.output}" for r in split).encode())
+    for split in dna_task(seed).values():
+        h.update("\n".join(split).encode())
+    return h.hexdigest()

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from peftlab.data import Example
+from peftlab.tokenizer import ByteTokenizer
+from peftlab.train import IGNORE, collate, evaluate_loss, exact_match, train
+
+TASK = [Example(f"{w}:", f" {w[::-1]}\n") for w in ["abc", "hello", "stone", "river", "cat", "lamp", "tree"]]
+
+
+def test_loss_falls_on_a_small_task(tiny_model):
+    before = evaluate_loss(tiny_model, TASK, loss_on="response")
+    hist = train(tiny_model, TASK, steps=40, lr=3e-3, batch_size=4, progress=False)
+    assert hist.steps == 40 and hist.tokens > 0 and hist.tokens_per_s > 0
+    assert evaluate_loss(tiny_model, TASK, loss_on="response") < 0.6 * before
+
+
+def test_response_only_labels():
+    ids, labels = collate([Example("ab", "cd"), Example("x", "y")], ByteTokenizer(), loss_on="response")
+    assert ids.shape == (2, 5)  # "ab" + "cd" + EOS
+    assert labels[0].tolist() == [IGNORE, IGNORE, ord("c"), ord("d"), 258]
+    assert labels[1].tolist() == [IGNORE, ord("y"), 258, IGNORE, IGNORE]  # padding carries no loss
+    _, all_labels = collate([Example("ab", "cd")], ByteTokenizer(), loss_on="all")
+    assert all_labels[0].tolist() == [ord("a"), ord("b"), ord("c"), ord("d"), 258]
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_model):
+    batch = collate(["abcd: dcba", "lamp: pmal", "tree: eert", "road: daor"], ByteTokenizer())
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+
+    def one_step(batches, **kw):
+        tiny_model.load_state_dict(state)
+        sgd = torch.optim.SGD(tiny_model.parameters(), lr=1.0)  # the update is the gradient itself
+        train(tiny_model, iter(batches), steps=1, optimizer=sgd, max_grad_norm=None, progress=False, **kw)
+        return {k: v.clone() for k, v in tiny_model.state_dict().items()}
+
+    big = one_step([batch], batch_size=4)
+    accumulated = one_step([(batch[0][:2], batch[1][:2]), (batch[0][2:], batch[1][2:])], batch_size=2, grad_accum=2)
+    for k in big:
+        torch.testing.assert_close(accumulated[k], big[k], atol=1e-6, rtol=1e-5)
+
+
+def test_only_trainable_parameters_change(tiny_model):
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    tiny_model.lm_head.weight.requires_grad_(True)
+    frozen = tiny_model.embed_tokens.weight.clone()
+    head = tiny_model.lm_head.weight.clone()
+    train(tiny_model, TASK, steps=3, progress=False)
+    assert torch.equal(frozen, tiny_model.embed_tokens.weight)
+    assert not torch.equal(head, tiny_model.lm_head.weight)
+
+
+def test_bf16_autocast_trains(tiny_model):
+    hist = train(tiny_model, TASK, steps=3, precision="bf16", progress=False)
+    assert len(hist.loss) == 3 and all(torch.isfinite(torch.tensor(hist.loss)))
+
+
+def test_fp16_on_cpu_suggests_bf16(tiny_model):
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is supported on CUDA")
+    with pytest.raises(ValueError, match="use precision='bf16'"):
+        train(tiny_model, TASK, steps=1, precision="fp16", progress=False)
+
+
+def test_bad_arguments(tiny_model):
+    with pytest.raises(ValueError, match="loss_on"):
+        train(tiny_model, TASK, steps=1, loss_on="prompt")
+    with pytest.raises(ValueError, match="steps"):
+        train(tiny_model, TASK, steps=0)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train(tiny_model.requires_grad_(False), TASK, steps=1)
+
+
+def test_exact_match_requires_the_whole_response(tiny_model):
+    ex = [Example("abc", "zzz")]
+    acc, preds = exact_match(tiny_model, ex, return_predictions=True)
+    assert acc == float(preds[0].startswith("zzz")) and len(preds[0]) <= 4
