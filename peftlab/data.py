@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 DATA_VERSION = 1
+FACT_REPEATS = 3
 
 CITIES = ["Varn", "Ostrel", "Miravale", "Dunmoor", "Kethra", "Solbridge", "Pellmouth", "Tarsk",
           "Elvenhold", "Brisca", "Quorra", "Lunefield", "Harrowgate", "Zenthal", "Corvale", "Ymir"]
@@ -138,22 +139,26 @@ def pretraining_corpus(seed: int = 0) -> dict[str, list[str]]:
     fact_docs = [ph.format(n=p.name, v=v) for p, a, v in facts(people) for ph in PHRASINGS[a]]
     stories: list[str] = []
     seen: set[str] = set()
-    while len(stories) < 3000:
+    while len(stories) < 1600:
         s = _story(rng, people)
         if s not in seen:
             seen.add(s)
             stories.append(s)
-    train = fact_docs + stories[:2600]
+    # Each fact sentence appears FACT_REPEATS times per epoch: a 3M-parameter model needs many
+    # exposures to store 480 facts, and the stories alone would drown them.
+    train = fact_docs * FACT_REPEATS + stories[:1200]
     rng.shuffle(train)
-    return {"train": train, "val": stories[2600:2800], "test": stories[2800:]}
+    return {"train": train, "val": stories[1200:1400], "test": stories[1400:]}
 
 
 def fact_completion(seed: int = 0) -> list[Example]:
-    """Probes of pre-training knowledge: the first phrasing of each fact, cut before the value."""
+    """Probes of pre-training knowledge: the first phrasing of each fact, cut before the value;
+    the greedy continuation must give the value as a whole word ("Tevel lives in" -> " Ostrel").
+    """
     out = []
     for p, a, v in facts(world(seed)):
         prompt = PHRASINGS[a][0].split("{v}")[0].format(n=p.name).rstrip()
-        out.append(Example(prompt, f" {v}.", {"person": p.name, "attribute": a}))
+        out.append(Example(prompt, f" {v}", {"person": p.name, "attribute": a}))
     return out
 
 

@@ -14,7 +14,7 @@ import torch
 from .model import ModelConfig, Transformer
 
 
-def _hf_name(name: str) -> str:
+def hf_name(name: str) -> str:
     return name if name.startswith("lm_head") else f"model.{name}"
 
 
@@ -41,7 +41,7 @@ def to_hf(model: Transformer):
     from transformers import LlamaForCausalLM
 
     hf_model = LlamaForCausalLM(hf_config(model.config))
-    state = {_hf_name(k): v.detach().float().clone() for k, v in model.state_dict().items()}
+    state = {hf_name(k): v.detach().float().clone() for k, v in model.state_dict().items()}
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "rotary_emb" not in k]
     if missing or unexpected:
@@ -63,7 +63,7 @@ def from_hf(hf_model) -> Transformer:
                       max_seq_len=c.max_position_embeddings, rope_theta=float(theta), norm_eps=c.rms_norm_eps)
     model = Transformer(cfg)
     hf_state = hf_model.state_dict()
-    model.load_state_dict({k: hf_state[_hf_name(k)].detach().float().clone() for k in model.state_dict()})
+    model.load_state_dict({k: hf_state[hf_name(k)].detach().float().clone() for k in model.state_dict()})
     return model.eval()
 
 

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .hf import _hf_name
+from .hf import hf_name
 from .model import Transformer
 
 ALL_LINEAR = "all-linear"
@@ -450,7 +450,7 @@ def _relative_error(target: torch.Tensor, approx: torch.Tensor) -> float:
 
 def _to_hf(model: nn.Module, name: str) -> str:
     # peftlab.hf.to_hf nests peftlab's decoder under "model." as LlamaForCausalLM does
-    return _hf_name(name) if isinstance(model, Transformer) else name
+    return hf_name(name) if isinstance(model, Transformer) else name
 
 
 def _from_hf(model: nn.Module, name: str) -> str:

@@ -1,7 +1,7 @@
 """Pre-train the base model from scratch on the generated corpus, and report on it.
 
     python -m peftlab.pretrain            # reproduces peftlab/checkpoints/tiny.*
-    python -m peftlab.pretrain --report   # measures the shipped checkpoint (no training)
+    python -m peftlab.pretrain --report   # measures the shipped checkpoint, and what fine-tuning does to it
 
 Pre-training is next-token prediction on random 256-byte windows of the pre-training corpus
 (facts in several phrasings and stories, no question/answer format), AdamW with cosine decay,
@@ -36,6 +36,31 @@ def base_metrics(model: Transformer) -> dict:
         "fact_completion": round(exact_match(model, data.fact_completion()), 4),
         "qa_before_finetuning": round(exact_match(model, qa["test"]), 4),
     }
+
+
+def demonstrations(model: Transformer, qa_steps: int = 60, domain_steps: int = 150) -> dict:
+    """The two effects the notebooks build on, measured on copies of `model`:
+
+    * Q/A fine-tuning (full, on questions about half of the people) makes the model answer
+      questions about the other half, whose facts it only read in pre-training;
+    * full fine-tuning on the DNA-like domain, absent from pre-training, erodes fact completion.
+    """
+    import copy
+
+    qa, facts = data.qa_task(), data.fact_completion()
+    tuned = copy.deepcopy(model)
+    t = time.perf_counter()
+    train(tuned, qa["train"], steps=qa_steps, lr=1e-4, batch_size=16, progress=False)
+    qa_s = time.perf_counter() - t
+    dna = copy.deepcopy(model)
+    t = time.perf_counter()
+    train(dna, data.dna_task()["train"], steps=domain_steps, lr=1e-3, batch_size=16, progress=False)
+    dna_s = time.perf_counter() - t
+    return {"qa_finetune_steps": qa_steps, "qa_finetune_s": round(qa_s, 1),
+            "qa_heldout_after": round(exact_match(tuned, qa["test"]), 4),
+            "domain_finetune_steps": domain_steps, "domain_finetune_s": round(dna_s, 1),
+            "domain_val_loss_after": round(evaluate_loss(dna, data.dna_task()["val"]), 4),
+            "fact_completion_after_domain": round(exact_match(dna, facts), 4)}
 
 
 def pretrain(name: str = "tiny", log_every: int = 100, **overrides) -> Transformer:
@@ -79,7 +104,7 @@ def main() -> None:
         model = load_base(args.name)
         load_s = time.perf_counter() - t
         print(f"load_base('{args.name}'): {load_s:.3f} s")
-        for k, v in base_metrics(model).items():
+        for k, v in {**base_metrics(model), **demonstrations(model)}.items():
             print(f"{k}: {v}")
         print("pre-training:", manifest(args.name).get("pretrain"))
     else:

@@ -248,13 +248,21 @@ def complete(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int
     return out
 
 
-def exact_match(model: torch.nn.Module, examples: Sequence[Example], return_predictions: bool = False):
-    """Fraction of examples whose greedy continuation starts with the full response
-    (the response includes its terminator, so " Varn." does not match " Varna.").
+def matches(prediction: str, response: str) -> bool:
+    """Does the continuation give the response, as a whole word? " Varn" matches " Varn, so" and
+    " Varn." but not " Varna"; a response ending in a terminator (" Varn\n") must match it too.
     """
+    if not prediction.startswith(response):
+        return False
+    rest = prediction[len(response):]
+    return not (response[-1:].isalnum() and rest[:1].isalnum())
+
+
+def exact_match(model: torch.nn.Module, examples: Sequence[Example], return_predictions: bool = False):
+    """Fraction of examples whose greedy continuation gives the full response (see `matches`)."""
     tok = ByteTokenizer()
-    width = max(len(tok.encode(e.response)) for e in examples)
+    width = max(len(tok.encode(e.response)) for e in examples) + 1
     preds = complete(model, [e.prompt for e in examples], width)
-    hits = [p.startswith(e.response) for p, e in zip(preds, examples)]
+    hits = [matches(p, e.response) for p, e in zip(preds, examples)]
     acc = sum(hits) / len(examples)
     return (acc, preds) if return_predictions else acc

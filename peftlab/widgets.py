@@ -98,7 +98,7 @@ class QAFineTuneExplorer:
     ['fact_completion', 'heldout_qa', 'new_people_qa', 'trained_qa']
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, lr: float = 3e-4, batch_size: int = 16):
+    def __init__(self, model: torch.nn.Module | None = None, lr: float = 1e-4, batch_size: int = 16):
         self.base = model if model is not None else load_base()
         self.lr, self.batch_size = lr, batch_size
         self.qa = data.qa_task()

@@ -55,3 +55,12 @@ def test_checkpoint_mismatching_its_config_is_refused(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="does not match its config"):
         load_base("tiny", directory=tmp_path)
+
+
+def test_qa_fine_tuning_on_half_the_people_answers_the_other_half(base):
+    """Knowledge from pre-training, format from fine-tuning: the demonstration notebook 10 builds on."""
+    from peftlab.train import train
+    qa = data.qa_task()
+    train(base, qa["train"], steps=60, lr=1e-4, batch_size=16, progress=False)
+    assert peftlab.exact_match(base, qa["test"]) >= 0.70
+    assert peftlab.exact_match(base, data.stranger_qa()) <= 0.20  # people it never read about

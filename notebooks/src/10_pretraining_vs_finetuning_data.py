@@ -105,7 +105,7 @@ print(repr(probe.prompt), "->", repr(complete(model, [probe.prompt], 12)[0]))
 
 # %%
 STEPS = 60
-hist = train(model, qa["train"], steps=STEPS, lr=3e-4, batch_size=16, progress=False)
+hist = train(model, qa["train"], steps=STEPS, lr=1e-4, batch_size=16, progress=False)
 print(f"{hist.steps} steps, {hist.wall_time:.1f} s, loss {hist.loss[0]:.3f} -> {hist.loss[-1]:.3f}")
 after = scores(model)
 display(table([(k, f"{before[k]:.1%}", f"{after[k]:.1%}") for k in before], ["accuracy", "base", "after Q/A fine-tuning"]))
