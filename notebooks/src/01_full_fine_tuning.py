@@ -35,11 +35,12 @@
 # and take a first look at forgetting.
 
 # %%
+import re
 import torch
 import matplotlib.pyplot as plt
 import peftlab
 from peftlab import data, load_base, count_parameters, memory_report, exact_match
-from peftlab.train import train, complete
+from peftlab.train import train, complete, evaluate_loss
 from peftlab.measure import time_step, train_step_fn
 from peftlab.report import table, claim_check, mib
 from peftlab.widgets import stacked_bars
@@ -47,7 +48,7 @@ from peftlab.widgets import stacked_bars
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
 device = "cuda" if GPU else "cpu"
-STEPS = 400 if GPU else 150  # a larger setting where a GPU is present
+STEPS = 200 if GPU else 60  # a larger setting where a GPU is present
 
 model = load_base(device=device)
 n = count_parameters(model)
@@ -59,8 +60,8 @@ print(model.config)
 #
 # The base model was pre-trained on a generated corpus of facts and stories (notebook 10 shows it). It has never
 # seen SQL. We fine-tune *all* of its weights on pairs like the one below, with the loss on the SQL only, and
-# measure two things before and after: exact-match accuracy on held-out SQL questions (the new task) and
-# greedy completion of the facts it learned in pre-training (old knowledge).
+# measure before and after: the loss on held-out SQL (the new task), how many held-out queries come out exactly
+# right, and greedy completion of the facts it learned in pre-training (old knowledge).
 
 # %%
 sql = data.sql_task()
@@ -68,15 +69,25 @@ facts = data.fact_completion()
 print(f"SQL pairs: {len(sql['train'])} train / {len(sql['val'])} val / {len(sql['test'])} test")
 print(repr(sql["train"][0].prompt + sql["train"][0].response))
 
-before = {"sql_test": exact_match(model, sql["test"]), "facts": exact_match(model, facts)}
-print(f"before: SQL exact match {before['sql_test']:.1%}, fact completion {before['facts']:.1%}")
+def sql_scores(m):
+    """Held-out loss on the SQL tokens; exact queries; queries right up to the quoted values."""
+    preds = complete(m, [e.prompt for e in sql["test"]], 64)
+    got = [p.split("\n")[0] for p in preds]
+    want = [e.response.strip() for e in sql["test"]]
+    shape = lambda q: re.sub(r"'[^']*'", "'?'", q)
+    return {"sql_loss": evaluate_loss(m, sql["test"], loss_on="response"),
+            "sql_exact": sum(g == w for g, w in zip(got, want)) / len(want),
+            "sql_shape": sum(shape(g) == shape(w) for g, w in zip(got, want)) / len(want),
+            "facts": exact_match(m, facts)}
+
+before = sql_scores(model)
+print("before:", {k: round(v, 3) for k, v in before.items()})
 
 # %%
-hist = train(model, sql["train"], steps=STEPS, lr=3e-4, batch_size=16, progress=False)
-after = {"sql_test": exact_match(model, sql["test"]), "facts": exact_match(model, facts)}
+hist = train(model, sql["train"], steps=STEPS, lr=5e-4, batch_size=16, progress=False)
+after = sql_scores(model)
 print(f"trained {hist.steps} steps in {hist.wall_time:.1f} s ({hist.tokens_per_s:,.0f} tok/s)")
-print(f"loss {hist.loss[0]:.3f} -> {sum(hist.loss[-10:]) / 10:.3f}")
-print(f"after:  SQL exact match {after['sql_test']:.1%}, fact completion {after['facts']:.1%}")
+display(table([(k, f"{before[k]:.3f}", f"{after[k]:.3f}") for k in before], ["metric", "base", "after full fine-tuning"]))
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))
@@ -85,8 +96,14 @@ ax.set_xlabel("step"); ax.set_ylabel("loss (SQL tokens)"); ax.set_title("Full fi
 plt.show()
 
 # %%
-example = sql["test"][0]
-print(example.prompt + complete(model, [example.prompt], 60)[0].split("\n")[0])
+for example in sql["test"][:3]:
+    print(example.prompt + complete(model, [example.prompt], 64)[0].split("\n")[0])
+
+# %% [markdown]
+# In a few dozen steps the model learned the *shape* of SQL: the held-out loss fell by more than an order of
+# magnitude and most queries have the right structure. Copying the exact name or value from the question is
+# harder for a 3M-parameter byte-level model, so exact matches lag far behind (table above). Meanwhile fact completion
+# fell: every weight moved, including those that stored the facts.
 
 # %% [markdown]
 # ## Measure: memory by category, against the 16-bytes-per-parameter rule

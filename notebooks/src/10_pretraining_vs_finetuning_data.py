@@ -65,7 +65,7 @@ for ex in qa["train"][:4]:
     print("   ", repr(ex.prompt), "|", repr(ex.response))
 
 # %% [markdown]
-# The pre-training text is larger (here by two orders of magnitude in bytes), more varied in wording, and has
+# The pre-training text is larger (about thirty times, in bytes, in the table above), and has
 # no question/answer format anywhere (a unit test checks that no `Q:` and no `?` appear in it). The fine-tuning
 # set is small, uniform, and every example has the same shape: a question, then the answer, with the loss on
 # the answer only.
