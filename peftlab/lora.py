@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -126,10 +127,13 @@ class LoRALinear(nn.Module):
         name = self.active
         if self.merged or not self.enabled or name not in self.config:
             return out
-        A, B = self.lora_A[name], self.lora_B[name]
-        # (..., in) -> (..., r) -> (..., out): never forms the (out, in) matrix B A
-        lora = self.lora_dropout[name](x.to(A.dtype)) @ A.T @ B.T
-        return out + (self.config[name].scaling * lora).to(out.dtype)
+        A, B, cfg = self.lora_A[name], self.lora_B[name], self.config[name]
+        x = x.to(A.dtype)
+        if cfg.dropout > 0:  # skip even an nn.Identity call: a fixed per-layer cost on small models
+            x = self.lora_dropout[name](x)
+        # (..., in) -> (..., r) -> (..., out): never forms B A; the scale goes on the thin (..., r) tensor
+        lora = F.linear(F.linear(x, A) * cfg.scaling, B)
+        return out + lora.to(out.dtype)
 
 
 # --- finding layers and checking input -------------------------------------------------------

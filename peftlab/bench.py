@@ -1,0 +1,340 @@
+"""Benchmarks: one run prints one table of ratios, every number measured in that run.
+
+    python -m peftlab.bench lora                  # LoRA vs full fine-tuning, vs Hugging Face PEFT, inference
+    python -m peftlab.bench lora --rounds 30      # more repeats on a noisy machine
+    python -m peftlab.bench lora --no-peft        # skip the PEFT rows
+
+A subcommand builds a list of `Row`s (a ratio, what it divides, and an optional limit that makes it
+PASS or FAIL) and `format_table` prints them. Times come from `interleaved_samples`, which alternates
+the candidates inside every round (A B C, then C B A): drift on a shared machine (another job
+starting, the clock changing) then falls on all candidates alike instead of on whichever ran last. A
+time ratio is the median of the per-round ratios (`paired_ratio`), so a slow spell cancels out.
+Adding a subcommand (`memory`, the prompt methods) means one `<name>_rows` function and one parser
+in `build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import platform
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from . import lora
+from .measure import count_parameters, memory_report, time_step, train_step_fn
+
+TARGETS = ("q_proj", "v_proj")  # the LoRA paper's choice for GPT-3 (Hu et al. 2021, section 7.1)
+RANK, ALPHA = 8, 16
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a benchmark table: `numerator / denominator = ratio`, PASS when ratio <= limit."""
+
+    quantity: str
+    numerator: str  # the measured values, already formatted with their unit
+    denominator: str
+    ratio: float
+    limit: float | None = None  # None: reported, not judged
+
+    @property
+    def target(self) -> str:
+        return "" if self.limit is None else f"<= {self.limit:g}"
+
+    @property
+    def verdict(self) -> str:
+        if self.limit is None:
+            return ""
+        return "PASS" if self.ratio <= self.limit else "FAIL"
+
+
+def ratio_row(quantity: str, numerator: float, denominator: float, unit: Callable[[float], str],
+              limit: float | None = None) -> Row:
+    """The Row for numerator / denominator, both shown with `unit` (a formatter such as `ms`).
+
+    >>> r = ratio_row("step time: LoRA / full", 0.06, 0.1, ms, limit=0.8)
+    >>> (r.numerator, r.denominator, round(r.ratio, 3), r.verdict)
+    ('60.0 ms', '100.0 ms', 0.6, 'PASS')
+    """
+    if not denominator > 0:
+        raise ValueError(f"denominator must be > 0 for the ratio {quantity!r}, got {denominator!r}")
+    if limit is not None and not limit > 0:
+        raise ValueError(f"limit must be a positive number or None, got {limit!r}")
+    return Row(quantity, unit(numerator), unit(denominator), numerator / denominator, limit)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def count(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def mebibytes(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.2f} MiB"
+
+
+def format_ratio(ratio: float) -> str:
+    # tiny ratios (parameter counts) read better as "1/N"
+    return f"{ratio:.4f} (1/{1 / ratio:,.0f})" if 0 < ratio < 0.1 else f"{ratio:.3f}"
+
+
+def format_table(rows: list[Row], title: str = "") -> str:
+    """A plain-text table with one line per Row, and a PASS/FAIL summary.
+
+    >>> print(format_table([ratio_row("a / b", 1.0, 2.0, count, limit=1.0)]))
+    quantity | measured | reference | ratio | target | result
+    -------- | -------- | --------- | ----- | ------ | ------
+    a / b    | 1        | 2         | 0.500 | <= 1   | PASS
+    1 of 1 targets met
+    """
+    headers = ["quantity", "measured", "reference", "ratio", "target", "result"]
+    cells = [[r.quantity, r.numerator, r.denominator, format_ratio(r.ratio), r.target, r.verdict] for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *cells)]
+    lines = [title] if title else []
+    for line in [headers, ["-" * w for w in widths], *cells]:
+        lines.append(" | ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+    judged = [r for r in rows if r.limit is not None]
+    lines.append(f"{sum(r.verdict == 'PASS' for r in judged)} of {len(judged)} targets met")
+    return "\n".join(lines)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+def interleaved_samples(fns: dict[str, Callable[[], object]], rounds: int,
+                        warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of every timed call of each function, measured in alternation.
+
+    Round i calls every function once, in order on even rounds and in reverse on odd ones (A B, B A,
+    ...), each call timed by `measure.time_step` (CUDA synchronized around it). Entry i of every list
+    belongs to round i, so two candidates can be compared round by round (`paired_ratio`).
+
+    >>> s = interleaved_samples({"a": lambda: None, "b": lambda: sum(range(1000))}, rounds=3)
+    >>> [len(v) for v in s.values()]
+    [3, 3]
+    """
+    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
+        raise TypeError(f"fns must be a non-empty dict of name -> callable, got {fns!r}")
+    for value, name, least in ((rounds, "rounds", 1), (warmup, "warmup", 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    names, samples = list(fns), {name: [] for name in fns}
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else reversed(names):
+            samples[name].append(time_step(fns[name], warmup=0, repeats=1))
+    return samples
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, measured in alternation (`interleaved_samples`).
+
+    >>> sorted(interleaved_times({"a": lambda: None, "b": lambda: None}, rounds=3))
+    ['a', 'b']
+    """
+    return {name: statistics.median(ts) for name, ts in interleaved_samples(fns, rounds, warmup).items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of numerator / denominator, each round's two calls timed side by side: a
+    slow spell of the machine inflates both and cancels, where a ratio of two medians keeps it.
+
+    >>> paired_ratio({"a": [1.0, 4.0, 3.0], "b": [2.0, 8.0, 2.0]}, "a", "b")
+    0.5
+    """
+    for name in (numerator, denominator):
+        if name not in samples:
+            raise ValueError(f"{name!r} is not among the measured candidates {sorted(samples)}")
+    if len(samples[numerator]) != len(samples[denominator]) or not samples[numerator]:
+        raise ValueError(f"{numerator!r} and {denominator!r} need the same, non-zero number of rounds, got "
+                         f"{len(samples[numerator])} and {len(samples[denominator])}")
+    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator]))
+
+
+def timing_row(quantity: str, samples: dict[str, list[float]], numerator: str, denominator: str,
+               limit: float | None = None) -> Row:
+    """The Row for two timed candidates: their median times, and the paired ratio as the ratio.
+
+    >>> timing_row("a / b", {"a": [0.01, 0.04, 0.03], "b": [0.02, 0.08, 0.02]}, "a", "b").ratio
+    0.5
+    """
+    ratio = paired_ratio(samples, numerator, denominator)
+    row = ratio_row(quantity, statistics.median(samples[numerator]), statistics.median(samples[denominator]),
+                    ms, limit)
+    return replace(row, ratio=ratio)
+
+
+def forward_fn(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
+    """A closure running one inference forward pass of `batch` (eval mode, no autograd graph)."""
+    model.eval()
+    batch = batch.to(next(model.parameters()).device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(batch)
+
+    return forward
+
+
+class LogitsOnly(nn.Module):
+    """A transformers causal LM seen as `ids -> logits`, the interface of peftlab's `Transformer`,
+    so that `train_step_fn` and `memory_report` measure it the same way."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf_model = hf_model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.hf_model(ids).logits
+
+
+def peft_available() -> bool:
+    return importlib.util.find_spec("peft") is not None and importlib.util.find_spec("transformers") is not None
+
+
+def randomize_lora_B(model: nn.Module, std: float = 0.01, seed: int = 0) -> None:
+    """Give every B a trained-looking value (B starts at zero), so a merge really changes the weights."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, lora.LoRALinear):
+                for B in layer.lora_B.values():
+                    B.copy_(torch.randn(B.shape, generator=gen) * std)
+
+
+# --- lora --------------------------------------------------------------------------------------
+
+def lora_rows(base: nn.Module, batch: torch.Tensor, rounds: int = 15, warmup: int = 2,
+              peft: bool | None = None) -> list[Row]:
+    """LoRA (r=8, alpha=16) against full fine-tuning, against Hugging Face PEFT, and at inference.
+
+    Rows, each measured here: trainable parameters (q,v and all-linear / full); training step time
+    on `base` (LoRA / full, target <= 0.8); with PEFT (default: when installed) the step time and
+    memory of peftlab's LoRA and of PEFT's on the same `transformers` model (`peftlab.hf.to_hf`),
+    target <= 1.0; inference latency of a forward pass of `batch`, merged / base (target <= 1.02)
+    and unmerged / base. `base` is copied, never changed.
+
+    >>> from peftlab import ModelConfig, Transformer
+    >>> rows = lora_rows(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)),
+    ...                  torch.zeros(2, 8, dtype=torch.long), rounds=1, warmup=0, peft=False)
+    >>> [r.quantity for r in rows][0]
+    'trainable parameters: LoRA r=8 q,v / full'
+    """
+    if peft is None:
+        peft = peft_available()
+    elif peft and not peft_available():
+        raise ValueError("peft=True needs `peft` and `transformers` installed (pip install peftlab[hf] peft)")
+    full = copy.deepcopy(base)
+    qv = lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS)
+    every = lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=lora.ALL_LINEAR)
+    n_full = count_parameters(full).trainable
+    rows = [ratio_row("trainable parameters: LoRA r=8 q,v / full", count_parameters(qv).trainable, n_full, count),
+            ratio_row("trainable parameters: LoRA r=8 all-linear / full", count_parameters(every).trainable,
+                      n_full, count)]
+
+    # training step: forward, backward, AdamW; the LoRA limit is ~2/3 (no weight-gradient GEMMs)
+    t = interleaved_samples({"full": train_step_fn(full, batch), "qv": train_step_fn(qv, batch),
+                             "all": train_step_fn(every, batch)}, rounds, warmup)
+    rows += [timing_row("train step: LoRA q,v / full fine-tuning", t, "qv", "full", limit=0.8),
+             timing_row("train step: LoRA all-linear / full fine-tuning", t, "all", "full")]
+
+    if peft:
+        rows += _peft_rows(base, batch, rounds, warmup)
+
+    # inference: one forward pass of the batch; B made non-zero so the merge changes the weights
+    merged, unmerged = (lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS) for _ in range(2))
+    for model in (merged, unmerged):
+        randomize_lora_B(model)
+    lora.merge(merged)
+    plain = copy.deepcopy(base)
+    t = interleaved_samples({"base": forward_fn(plain, batch), "merged": forward_fn(merged, batch),
+                             "unmerged": forward_fn(unmerged, batch)}, 2 * rounds, warmup)
+    rows += [timing_row("inference: merged / base", t, "merged", "base", limit=1.02),
+             timing_row("inference: unmerged / base", t, "unmerged", "base")]
+    return rows
+
+
+def _peft_rows(base: nn.Module, batch: torch.Tensor, rounds: int, warmup: int) -> list[Row]:
+    """peftlab's LoRA vs PEFT's, same transformers model, same data, same r/alpha/targets."""
+    import peft
+
+    from .hf import to_hf
+
+    ours_hf = LogitsOnly(lora.add(to_hf(base), r=RANK, alpha=ALPHA, targets=TARGETS))
+    config = peft.LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=list(TARGETS))
+    theirs = LogitsOnly(peft.get_peft_model(to_hf(base), config))
+    ours = lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS)
+    if count_parameters(ours_hf).trainable != count_parameters(theirs).trainable:
+        raise RuntimeError("peftlab and PEFT adapters differ in size; the comparison would be unfair")
+    t = interleaved_samples({"peft": train_step_fn(theirs, batch), "ours_hf": train_step_fn(ours_hf, batch),
+                             "ours": train_step_fn(ours, batch)}, rounds, warmup)
+    memory = {name: memory_report(m, batch).total for name, m in
+              (("peft", theirs), ("ours_hf", ours_hf), ("ours", ours))}
+    return [timing_row("train step: peftlab / PEFT (same HF Llama)", t, "ours_hf", "peft", limit=1.0),
+            timing_row("train step: peftlab (own model) / PEFT (HF Llama)", t, "ours", "peft"),
+            ratio_row("train memory: peftlab / PEFT (same HF Llama)", memory["ours_hf"], memory["peft"], mebibytes),
+            ratio_row("train memory: peftlab (own model) / PEFT (HF Llama)", memory["ours"], memory["peft"],
+                      mebibytes)]
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def _int_at_least(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an int >= {least}, got {value}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m peftlab.bench", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{lora}")
+    p = commands.add_parser("lora", help="LoRA vs full fine-tuning, vs Hugging Face PEFT, and at inference")
+    p.add_argument("--batch", type=_int_at_least(1), default=16, help="sequences per batch (default 16)")
+    p.add_argument("--seq", type=_int_at_least(1), default=128, help="tokens per sequence (default 128)")
+    p.add_argument("--rounds", type=_int_at_least(1), default=15,
+                   help="timed repeats of each candidate (default 15)")
+    p.add_argument("--warmup", type=_int_at_least(0), default=2,
+                   help="untimed calls of each candidate first (default 2)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-peft", action="store_true", help="skip the Hugging Face PEFT comparison")
+    p.set_defaults(run=_run_lora)
+    return parser
+
+
+def _run_lora(args: argparse.Namespace) -> str:
+    from .checkpoint import load_base
+
+    base = load_base(device=args.device)
+    if args.seq > base.config.max_seq_len:
+        raise SystemExit(f"--seq must be <= the model's context of {base.config.max_seq_len}, got {args.seq}")
+    batch = torch.randint(0, 256, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
+    use_peft = peft_available() and not args.no_peft
+    rows = lora_rows(base, batch.to(args.device), rounds=args.rounds, warmup=args.warmup, peft=use_peft)
+    cpu = platform.processor() or platform.machine()
+    title = (f"peftlab bench lora: base {count_parameters(base).total:,} params, batch {args.batch}x{args.seq}, "
+             f"LoRA r={RANK} alpha={ALPHA}, {args.rounds} rounds (inference {2 * args.rounds}), interleaved;\n"
+             f"times are medians, a time ratio is the median of the per-round ratios\n"
+             f"device {args.device} ({cpu}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+             + ("" if use_peft else ", PEFT rows skipped"))
+    return format_table(rows, title)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    print(args.run(args))
+
+
+if __name__ == "__main__":
+    main()
