@@ -1,0 +1,459 @@
+"""The learning-forgetting trade-off of fine-tuning, measured as Biderman et al. do
+("LoRA Learns Less and Forgets Less", 2024, arXiv:2405.09673).
+
+Fine-tuning on a new domain lowers the loss there (learning) and may lower the accuracy on what
+the model knew before (forgetting). One setting proves little: a method can look safe only
+because it moved less. So each method gets a *curve*: one training run per (method, learning
+rate), probed every few steps, gives points (new-domain loss, old-knowledge accuracy). Methods are
+then compared at *matched* new-domain loss, reading each curve by linear interpolation between
+the two checkpoints that bracket the loss level (`accuracy_at`, `matched`).
+
+The update itself: for full fine-tuning, Delta W = W_tuned - W_0 of one layer; for LoRA,
+Delta W = (alpha / r) B A, rank <= r by construction. `effective_rank` counts the singular
+values needed to explain a share (default 90%) of Delta W's variance, sum_i sigma_i^2, the
+measure of Biderman et al. section 5.
+
+LoRA's scaling follows Biderman et al.: alpha = 2 r, so alpha / r = 2 at every rank.
+
+Probing is the cost of a curve, so old knowledge is scored by `greedy_accuracy`: the same count
+as `train.exact_match`, from one teacher-forced forward pass instead of generation.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from . import data, lora
+from .data import Example
+from .tokenizer import ByteTokenizer
+from .train import IGNORE, collate, evaluate_loss, exact_match, train  # exact_match: the docstrings compare with it
+
+KINDS = ("full", "lora")
+Point = dict  # {"step": int, "domain_loss": float, "old_accuracy": float, ...}
+
+
+@dataclass(frozen=True)
+class Method:
+    """How to fine-tune: every weight (`kind="full"`), or a LoRA adapter of rank `r` on `targets`
+    (`kind="lora"`; `alpha=None` means alpha = 2 r).
+
+    >>> Method("lora", r=8, targets=("q_proj", "v_proj")).label
+    'LoRA r=8 q,v'
+    """
+
+    kind: str = "full"
+    r: int = 8
+    targets: str | tuple[str, ...] = lora.ALL_LINEAR
+    alpha: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"r must be a positive int, got {self.r!r}")
+        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))
+                                       or not self.alpha > 0):
+            raise ValueError(f"alpha must be a positive number or None (meaning 2 r), got {self.alpha!r}")
+
+    @property
+    def label(self) -> str:
+        if self.kind == "full":
+            return "full FT"
+        if self.targets == lora.ALL_LINEAR:
+            where = "all-linear"
+        elif isinstance(self.targets, (tuple, list)):
+            where = ",".join(t.removesuffix("_proj") for t in self.targets)
+        else:
+            where = str(self.targets)
+        return f"LoRA r={self.r} {where}"
+
+    def prepare(self, base: nn.Module) -> nn.Module:
+        """A fresh copy of `base` ready to train with this method; `base` is left untouched."""
+        model = copy.deepcopy(base)
+        if self.kind == "full":
+            return model.requires_grad_(True)
+        alpha = 2 * self.r if self.alpha is None else self.alpha
+        return lora.add(model, r=self.r, alpha=alpha, targets=self.targets)
+
+
+# byte id -> does it decode to a letter or digit (the bytes of a multi-byte character never do alone)
+_ALNUM = torch.tensor([chr(b).isalnum() if b < 128 else False for b in range(256)] + [False] * 3)
+
+
+@torch.no_grad()
+def greedy_accuracy(model: nn.Module, examples: Sequence[Example], batch_size: int = 256) -> float:
+    """The fraction of examples that `train.exact_match` counts as right, computed in one
+    teacher-forced forward pass instead of token-by-token generation: greedy decoding writes the
+    response exactly when, at every response position, the argmax given the true prefix is the
+    true next token; and, as `train.matches` asks for a whole word, the token after a response
+    that ends in a letter or digit must not be another one. (Several times faster on a CPU for
+    probe-sized sets, where generation is dominated by per-token overhead.)
+
+    >>> from peftlab import load_base
+    >>> facts = data.fact_completion()[:40]
+    >>> greedy_accuracy(load_base(), facts) == exact_match(load_base(), facts)
+    True
+    """
+    if len(examples) == 0:
+        raise ValueError("examples is empty")
+    was_training = model.training
+    model.eval()
+    tok, device, hits = ByteTokenizer(), next(model.parameters()).device, 0
+    alnum = _ALNUM.to(device)
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        ids, labels = collate(chunk, tok, loss_on="response")  # labels: response tokens, then EOS
+        ids, labels = ids.to(device), labels.to(device)
+        predicted = model(ids)[:, :-1].argmax(-1)  # (batch, seq - 1): the greedy token after each prefix
+        target = labels[:, 1:]
+        inside = (target != IGNORE) & (target != tok.eos_id)
+        after = target == tok.eos_id  # the position right after the response
+        whole_word = torch.tensor([e.response[-1:].isalnum() for e in chunk], device=device)[:, None]
+        wrong = (inside & (predicted != target)) | (after & whole_word & alnum[predicted])
+        hits += int((~wrong.any(dim=1)).sum())
+    model.train(was_training)
+    return hits / len(examples)
+
+
+@dataclass
+class Probe:
+    """Measures one checkpoint: mean loss on new-domain text (`evaluate_loss`, lower = learned
+    more) and greedy exact-match accuracy on old-knowledge prompts (`greedy_accuracy`, higher =
+    forgot less).
+
+    >>> from peftlab import load_base
+    >>> probe = Probe(data.dna_task()["val"][:8], data.fact_completion()[:8])
+    >>> sorted(probe(load_base()))
+    ['domain_loss', 'old_accuracy']
+    """
+
+    domain: Sequence[str | Example]
+    old: Sequence[Example]
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        was_training = model.training  # evaluate_loss leaves the model in eval mode
+        out = {"domain_loss": evaluate_loss(model, self.domain), "old_accuracy": greedy_accuracy(model, self.old)}
+        model.train(was_training)
+        return out
+
+
+def fact_subset(n: int = 120, seed: int = 0) -> list[Example]:
+    """A fixed random subset of `data.fact_completion()`, in the original order (cheaper probes).
+
+    >>> len(fact_subset(120)), len(data.fact_completion())
+    (120, 480)
+    """
+    facts = data.fact_completion()
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(facts):
+        raise ValueError(f"n must be an int in [1, {len(facts)}], got {n!r}")
+    keep = sorted(random.Random(f"facts-{seed}").sample(range(len(facts)), n))
+    return [facts[i] for i in keep]
+
+
+@dataclass
+class Curve:
+    """One training run of one method at one learning rate, probed along the way."""
+
+    method: Method
+    lr: float
+    points: list[Point]
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.label}, lr {self.lr:g}"
+
+    @property
+    def final(self) -> Point:
+        return self.points[-1]
+
+
+def run(base: nn.Module, method: Method, train_data: Sequence[str | Example], probe: Callable[[nn.Module], dict],
+        *, lr: float, steps: int, every: int, batch_size: int = 16, seed: int = 0, keep_model: bool = False,
+        start: dict | None = None, **train_kwargs) -> Curve:
+    """Fine-tune a copy of `base` with `method` once, probing it at step 0 and every `every` steps
+    (and at the last step) through `train`'s `on_step` callback: a whole curve for one run.
+    `start`: `probe(base)` if already measured (step 0 is the base model for every method), else
+    it is measured here.
+
+    >>> from peftlab import load_base
+    >>> probe = Probe(data.dna_task()["val"][:8], fact_subset(8))
+    >>> c = run(load_base(), Method("lora"), data.dna_task()["train"], probe, lr=1e-3, steps=4, every=2)
+    >>> [p["step"] for p in c.points]
+    [0, 2, 4]
+    """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive int (probe every that many steps), got {every!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    model = method.prepare(base)
+    points = [{"step": 0, **(probe(model) if start is None else start)}]
+
+    def on_step(step: int, loss: float) -> None:
+        if step % every == 0 or step == steps:
+            points.append({"step": step, "train_loss": loss, **probe(model)})
+
+    train(model, train_data, steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=False,
+          on_step=on_step, **train_kwargs)
+    return Curve(method, lr, points, model if keep_model else None)
+
+
+def tune_lr(base: nn.Module, method: Method, train_data: Sequence[str | Example], probe: Callable[[nn.Module], dict],
+            lrs: Sequence[float], *, steps: int, key: str = "domain_loss", minimize: bool = True,
+            **run_kwargs) -> tuple[float, dict[float, float]]:
+    """One run of `steps` per learning rate in `lrs`, each measured once at the end by `probe`;
+    returns the learning rate with the best `key` (lowest if `minimize`) and every lr's value.
+    Tune on a validation split and report on the test split.
+
+    >>> from peftlab import load_base
+    >>> probe = Probe(data.dna_task()["val"][:8], fact_subset(8))
+    >>> best, losses = tune_lr(load_base(), Method("lora"), data.dna_task()["train"], probe, [1e-4, 1e-3], steps=3)
+    >>> best
+    0.001
+    """
+    if not lrs or any(isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 for lr in lrs):
+        raise ValueError(f"lrs must be a non-empty list of positive learning rates, got {lrs!r}")
+    scores = {}
+    for lr in lrs:
+        final = run(base, method, train_data, probe, lr=lr, steps=steps, every=steps, **run_kwargs).final
+        if key not in final:
+            raise ValueError(f"key={key!r} is not measured by the probe; it returns {sorted(final)}")
+        scores[lr] = final[key]
+    best = (min if minimize else max)(scores, key=scores.get)
+    return best, scores
+
+
+# --- comparing curves at matched new-domain loss ---------------------------------------------
+
+def accuracy_at(points: Sequence[Point], domain_loss: float, x: str = "domain_loss", y: str = "old_accuracy") -> float | None:
+    """Old-knowledge accuracy where a curve first reaches `domain_loss`: linear interpolation
+    between the two consecutive checkpoints that bracket it; None if the curve never gets there.
+
+    >>> accuracy_at([{"domain_loss": 3.0, "old_accuracy": 1.0}, {"domain_loss": 1.0, "old_accuracy": 0.5}], 2.0)
+    0.75
+    """
+    if not points:
+        raise ValueError("points is empty")
+    if points[0][x] <= domain_loss:
+        return points[0][y]
+    for a, b in zip(points, points[1:]):
+        if b[x] <= domain_loss:
+            t = (a[x] - domain_loss) / (a[x] - b[x])  # a[x] > domain_loss >= b[x]
+            return a[y] + t * (b[y] - a[y])
+    return None
+
+
+def best_accuracy_at(curves: Sequence[Curve], domain_loss: float) -> float | None:
+    """The best old-knowledge accuracy any of `curves` (one method, several learning rates) keeps
+    when it reaches `domain_loss`: the method's frontier at that level; None if none reaches it."""
+    found = [a for c in curves if (a := accuracy_at(c.points, domain_loss)) is not None]
+    return max(found) if found else None
+
+
+def lowest_loss(curves: Sequence[Curve]) -> float:
+    """The lowest new-domain loss any checkpoint of `curves` reached (how far the method learned)."""
+    return min(p["domain_loss"] for c in curves for p in c.points)
+
+
+def matched_levels(groups: Sequence[Sequence[Curve]], n: int = 5, span: float = 2.0) -> list[float]:
+    """`n` new-domain loss levels that every group of curves (one group per method) reaches, evenly
+    spaced from the highest of the groups' lowest losses (as far as the least-learning method got)
+    up to `span` times that loss (capped at the base model's loss). The first steps from a base
+    model that has never seen the domain cut its loss by a large factor whatever the method; the
+    comparison that matters lies near the low end.
+
+    >>> g = [[Curve(Method(), 1e-4, [{"domain_loss": 4.0}, {"domain_loss": 1.0}])],
+    ...      [Curve(Method("lora"), 1e-3, [{"domain_loss": 4.0}, {"domain_loss": 2.0}])]]
+    >>> matched_levels(g, n=3, span=1.5)
+    [2.0, 2.5, 3.0]
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if not span > 1:
+        raise ValueError(f"span must be a number > 1, got {span!r}")
+    if len(groups) < 2 or any(not g for g in groups):
+        raise ValueError("groups must hold at least two non-empty groups of curves")
+    start = min(c.points[0]["domain_loss"] for g in groups for c in g)
+    low = max(lowest_loss(g) for g in groups)
+    high = min(span * low, start)
+    return [low + (high - low) * i / (n - 1) for i in range(n)]
+
+
+def matched(groups: dict[str, Sequence[Curve]], n: int = 5, span: float = 2.0) -> list[dict]:
+    """Each method's frontier accuracy (`best_accuracy_at`) at the same new-domain loss levels
+    (`matched_levels`): rows {"domain_loss": level, <method name>: accuracy, ...}.
+
+    >>> full = [Curve(Method(), 1e-4, [{"domain_loss": 4.0, "old_accuracy": 1.0}, {"domain_loss": 1.0, "old_accuracy": 0.4}])]
+    >>> adapter = [Curve(Method("lora"), 1e-3, [{"domain_loss": 4.0, "old_accuracy": 1.0}, {"domain_loss": 2.0, "old_accuracy": 0.5}])]
+    >>> {k: round(v, 3) for k, v in matched({"full": full, "LoRA": adapter}, n=2, span=1.5)[0].items()}
+    {'domain_loss': 2.0, 'full': 0.6, 'LoRA': 0.5}
+    """
+    levels = matched_levels(list(groups.values()), n, span)
+    return [{"domain_loss": level, **{name: best_accuracy_at(g, level) for name, g in groups.items()}}
+            for level in levels]
+
+
+def verdict(rows: Sequence[dict], a: str, b: str, tolerance: float = 0.03) -> tuple[float, str]:
+    """Mean accuracy gap a - b over the matched rows and what it says, with `tolerance` as the
+    margin within which the two are called even (about the noise of a few probe prompts).
+
+    >>> verdict([{"domain_loss": 1.0, "LoRA": 0.9, "full": 0.7}], "LoRA", "full")[1]
+    'LoRA forgets less at matched domain loss'
+    """
+    gaps = [r[a] - r[b] for r in rows]
+    mean = sum(gaps) / len(gaps)
+    if mean > tolerance:
+        return mean, f"{a} forgets less at matched domain loss"
+    if mean < -tolerance:
+        return mean, f"{b} forgets less at matched domain loss"
+    return mean, f"{a} and {b} forget about equally at matched domain loss"
+
+
+# --- the update's rank ------------------------------------------------------------------------
+
+def weight_delta(model: nn.Module, base: nn.Module, name: str) -> torch.Tensor:
+    """Delta W (out, in) of layer `name`: scaling * B A of the active adapter for a LoRA layer,
+    W_tuned - W_0 for a fully fine-tuned one.
+
+    >>> from peftlab import load_base
+    >>> base = load_base(); tuned = Method("lora").prepare(base)
+    >>> weight_delta(tuned, base, "layers.0.self_attn.q_proj").abs().max().item()  # B = 0 at init
+    0.0
+    """
+    layer = model.get_submodule(name)
+    with torch.no_grad():
+        if isinstance(layer, lora.LoRALinear):
+            if layer.merged:
+                raise ValueError(f"layer {name!r} has its adapter merged; call lora.unmerge(model) first")
+            return layer.delta_weight(layer.active).detach().float().cpu()
+        return (layer.weight - base.get_submodule(name).weight).detach().float().cpu()
+
+
+def effective_rank(delta: torch.Tensor, variance: float = 0.9) -> int:
+    """Smallest k whose top-k singular values explain `variance` of sum_i sigma_i^2
+    (Biderman et al. section 5); 0 for a zero matrix.
+
+    >>> effective_rank(torch.diag(torch.tensor([3.0, 1.0, 0.0])))  # 9 / 10 = 90% with one value
+    1
+    """
+    if not 0 < variance <= 1:
+        raise ValueError(f"variance must be in (0, 1], got {variance!r}")
+    if delta.dim() != 2:
+        raise ValueError(f"delta must be a 2-D matrix, got shape {tuple(delta.shape)}")
+    energy = torch.linalg.svdvals(delta.double()) ** 2
+    total = energy.sum()
+    if total == 0:
+        return 0
+    share = energy.cumsum(0) / total
+    return int((share < variance - 1e-12).sum()) + 1
+
+
+# --- drawing, and an explorer for the notebooks ------------------------------------------------
+
+TARGETS = {"all-linear": lora.ALL_LINEAR, "q,v": ("q_proj", "v_proj")}
+
+
+def plot_curves(ax, curves: Sequence[Curve], base_accuracy: float | None = None) -> None:
+    """The trade-off plot: one line per curve, x = new-domain loss (axis reversed, so further right
+    means learned more), y = old-knowledge accuracy; one colour per method, one marker per lr."""
+    colours = {}
+    markers = "osD^vP*X"
+    for c in curves:
+        colour = colours.setdefault(c.method.label, f"C{len(colours)}")
+        lrs = sorted({k.lr for k in curves if k.method.label == c.method.label})
+        i = lrs.index(c.lr)
+        ax.plot([p["domain_loss"] for p in c.points], [p["old_accuracy"] for p in c.points],
+                marker=markers[i % len(markers)], ms=4, color=colour, label=c.label,
+                alpha=1.0 if len(lrs) == 1 else 0.5 + 0.5 * i / (len(lrs) - 1))  # darker = higher lr
+    if base_accuracy is not None:
+        ax.axhline(base_accuracy, color="grey", lw=0.8, ls=":")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xlabel("new-domain loss  (→ learned more)")
+    ax.set_ylabel("old-knowledge accuracy  (↑ forgot less)")
+    ax.set_ylim(-0.03, 1.03)
+    if curves:
+        ax.legend(fontsize=7)
+
+
+class TradeoffExplorer:
+    """Choose a method (full FT or LoRA with a rank and targets), a learning rate and a number of
+    steps; each press fine-tunes the base model once on the new domain, probing it every few
+    steps, and adds the run's curve to the trade-off plot next to the curves already there.
+
+    >>> from peftlab import load_base
+    >>> ex = TradeoffExplorer(load_base(), probe=Probe(data.dna_task()["val"][:8], fact_subset(8)))
+    >>> c = ex.add("lora", r=8, targets="q,v", lr=1e-3, steps=4)
+    >>> c.method.label, [p["step"] for p in c.points]
+    ('LoRA r=8 q,v', [0, 1, 2, 3, 4])
+    """
+
+    def __init__(self, base: nn.Module, curves: Sequence[Curve] = (), probe: Probe | None = None,
+                 train_data: Sequence[str | Example] | None = None, batch_size: int = 16, probes_per_run: int = 8):
+        import ipywidgets as W  # only the display needs it; the rest of this module does not
+
+        self.base, self.curves = base, list(curves)
+        self.train_data = train_data if train_data is not None else data.dna_task()["train"]
+        self.probe = probe or Probe(data.dna_task()["val"][:64], fact_subset(120))
+        self.batch_size, self.probes_per_run = batch_size, probes_per_run
+        self.kind = W.ToggleButtons(options=["full", "lora"], value="lora", description="method")
+        self.r = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=8, description="LoRA r")
+        self.targets = W.ToggleButtons(options=list(TARGETS), value="all-linear", description="targets")
+        self.lr = W.SelectionSlider(options=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=1e-3, description="lr")
+        self.steps = W.SelectionSlider(options=[25, 50, 100, 200, 400], value=100, description="steps")
+        self.button = W.Button(description="Train and add curve", button_style="primary")
+        self.clear = W.Button(description="Clear")
+        self.status = W.HTML()
+        self.plot = W.Output()
+        self.button.on_click(self.update)
+        self.clear.on_click(self.reset)
+        self._W = W
+
+    def add(self, kind: str, r: int, targets: str, lr: float, steps: int) -> Curve:
+        """One run with these settings; its curve is appended to `self.curves` and returned."""
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {list(TARGETS)}, got {targets!r}")
+        method = Method(kind, r=r, targets=TARGETS[targets])
+        curve = run(self.base, method, self.train_data, self.probe, lr=lr, steps=steps,
+                    every=max(1, steps // self.probes_per_run), batch_size=self.batch_size)
+        self.curves.append(curve)
+        return curve
+
+    def draw(self) -> None:
+        import matplotlib.pyplot as plt
+
+        with self.plot:
+            self.plot.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(7, 4))
+            plot_curves(ax, self.curves)
+            plt.show()
+
+    def update(self, _=None) -> Curve:
+        self.status.value = "training..."
+        c = self.add(self.kind.value, self.r.value, self.targets.value, self.lr.value, self.steps.value)
+        self.status.value = (f"<b>{c.label}</b>, {c.final['step']} steps: new-domain loss "
+                             f"{c.points[0]['domain_loss']:.2f} → {c.final['domain_loss']:.2f}, old knowledge "
+                             f"{c.points[0]['old_accuracy']:.0%} → {c.final['old_accuracy']:.0%}")
+        self.draw()
+        return c
+
+    def reset(self, _=None) -> None:
+        self.curves = []
+        self.status.value = ""
+        self.draw()
+
+    def show(self) -> None:
+        from IPython.display import display
+
+        W = self._W
+        display(W.VBox([W.HBox([self.kind, self.targets]), W.HBox([self.r, self.lr, self.steps]),
+                        W.HBox([self.button, self.clear]), self.status, self.plot]))
+        self.draw()
