@@ -21,9 +21,9 @@ from .model import ModelConfig, Transformer
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
 
-def available() -> list[str]:
-    """Names of the base models shipped with the package."""
-    return sorted(p.stem for p in CHECKPOINT_DIR.glob("*.json"))
+def available(directory: Path = CHECKPOINT_DIR) -> list[str]:
+    """Names of the base models shipped with the package (or found in `directory`)."""
+    return sorted(p.stem for p in Path(directory).glob("*.json"))
 
 
 def sha256_file(path: Path) -> str:
@@ -48,7 +48,7 @@ def load_base(name: str = "tiny", device: str | torch.device = "cpu", directory:
     >>> model.config.d_model
     256
     """
-    names = sorted(p.stem for p in Path(directory).glob("*.json"))
+    names = available(directory)
     if name not in names:
         raise ValueError(f"unknown base model {name!r}; available: {names}")
     manifest = json.loads((Path(directory) / f"{name}.json").read_text())
