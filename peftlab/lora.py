@@ -16,6 +16,8 @@ W0 + scaling * B A is one matrix again (`merge`, `unload`): no extra latency at 
 The verbs, as in minLoRA and PEFT's model-level functions: `add`, `merge`, `unmerge`, `unload`,
 `set_active`, `disabled`, `delete`, `adapter_names`, `combine`, `save`, `load`. They work on any
 PyTorch model with `nn.Linear` layers, and on GPT-2's `Conv1D` (weight stored as (in, out)).
+A 4-bit base layer (`peftlab.qlora`, QLoRA) is wrapped the same way; its merge is
+`peftlab.qlora.merge` (dequantize, add, requantize).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ def _is_linear(module: nn.Module) -> bool:
 def _in_out(layer: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) of a Linear (weight (out, in)) or a Conv1D (weight (in, out))."""
     layer = getattr(layer, "base_layer", layer)
+    if isinstance(layer, nn.Linear):  # also 4-bit layers, whose weight holds packed codes
+        return layer.in_features, layer.out_features
     rows, cols = layer.weight.shape
     return (cols, rows) if isinstance(layer, nn.Linear) else (rows, cols)
 
@@ -96,12 +100,13 @@ class LoRALinear(nn.Module):
     def add_adapter(self, name: str, cfg: LoRAConfig, A: torch.Tensor | None = None,
                     B: torch.Tensor | None = None) -> None:
         w = self.base_layer.weight
+        dtype = w.dtype if w.is_floating_point() else torch.float32  # a 4-bit base: fp32 adapters
         if A is None:
             A = torch.empty(cfg.r, self.in_features)
             nn.init.kaiming_uniform_(A, a=math.sqrt(5))
             B = torch.zeros(self.out_features, cfg.r)  # B = 0: the output is unchanged at init
-        self.lora_A[name] = nn.Parameter(A.detach().to(w.device, w.dtype).clone())
-        self.lora_B[name] = nn.Parameter(B.detach().to(w.device, w.dtype).clone())
+        self.lora_A[name] = nn.Parameter(A.detach().to(w.device, dtype).clone())
+        self.lora_B[name] = nn.Parameter(B.detach().to(w.device, dtype).clone())
         self.lora_dropout[name] = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.config[name] = cfg
 
@@ -221,6 +226,13 @@ def _check_known_name(model: nn.Module, name) -> None:
         raise ValueError(f"name={name!r} is not an adapter of this model; adapters: {adapter_names(model)}")
 
 
+def _check_float_base(layers: dict[str, LoRALinear]) -> None:
+    quantized = [n for n, m in layers.items() if not m.base_layer.weight.is_floating_point()]
+    if quantized:
+        raise ValueError(f"layers {quantized[:2]} have a 4-bit base; adding B A to packed codes is "
+                         f"meaningless: use peftlab.qlora.merge(model) (dequantize, add, requantize)")
+
+
 def _check_not_merged(model: nn.Module) -> None:
     if _is_merged(model):
         raise ValueError("an adapter is merged into the weights; call lora.unmerge(model) first")
@@ -318,6 +330,7 @@ def _set_merged(model: nn.Module, merged: bool) -> None:
                          "(call lora.unmerge(model) first)")
     if not merged and not _is_merged(model):
         raise ValueError("the model is not merged; nothing to unmerge")
+    _check_float_base(layers)
     for layer in layers.values():
         layer.set_merged(merged)
 
@@ -329,7 +342,9 @@ def unload(model: nn.Module) -> nn.Module:
     >>> type(unload(add(nn.Sequential(nn.Linear(4, 4)), targets="0"))[0]).__name__
     'Linear'
     """
-    for module_name, layer in _require_wrappers(model).items():
+    layers = _require_wrappers(model)
+    _check_float_base(layers)
+    for module_name, layer in layers.items():
         layer.set_merged(True)
         parent, _, child = module_name.rpartition(".")
         setattr(model.get_submodule(parent), child, layer.base_layer)

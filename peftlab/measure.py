@@ -2,7 +2,9 @@
 
 `memory_report` runs one real training step and counts bytes from the tensors themselves:
 
-* weights: every parameter's storage;
+* weights: every parameter's storage, and for 4-bit layers (QLoRA, `peftlab.qlora`) the packed
+  codes and every quantization constant (absmax, code table, nested absmax and code table, offset),
+  wherever the layer keeps them (buffers, or bitsandbytes' `weight.quant_state`);
 * gradients: the `.grad` of every trainable parameter after backward;
 * optimizer: the optimizer's per-parameter state tensors (Adam's two moments); the 0-dim step
   counters (one per parameter tensor, not per parameter) are reported apart;
@@ -12,6 +14,8 @@
 
 For full fine-tuning in fp32 with AdamW this gives weights + gradients + optimizer =
 4 + 4 + 8 = 16 bytes per parameter, the figure of the ZeRO paper (Rajbhandari et al. 2019).
+On CUDA the report also holds `torch.cuda.max_memory_allocated` during the step and its
+difference from the accounted total (allocator blocks, workspaces, temporaries freed in-step).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import NamedTuple
 
 import torch
 
+from .qlora import quantized_tensors
 from .train import autocast, lm_loss
 
 
@@ -61,6 +66,7 @@ class MemoryReport:
     activations: int
     optimizer_step_counters: int
     peak_allocated: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during the step
+    peak_minus_accounted: int | None = None  # CUDA only: peak_allocated - total
 
     @property
     def total(self) -> int:
@@ -100,7 +106,8 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
     labels = batch if labels is None else labels.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.AdamW(params, lr=1e-3)
-    param_storages = {_storage_key(p) for p in model.parameters()}
+    stored = _weight_tensors(model)
+    param_storages = {_storage_key(t) for t in stored}
     saved: dict[tuple, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -121,7 +128,7 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
     optimizer.step()
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
 
-    weights = sum(_storage_nbytes(p) for p in _unique(model.parameters()))
+    weights = sum(_storage_nbytes(t) for t in stored)
     gradients = sum(_storage_nbytes(p.grad) for p in _unique(model.parameters()) if p.grad is not None)
     moments, counters = 0, 0
     for state in optimizer.state.values():
@@ -132,7 +139,16 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
                 else:
                     moments += t.numel() * t.element_size()
     optimizer.zero_grad(set_to_none=False)
-    return MemoryReport(weights, gradients, moments, sum(saved.values()), counters, peak)
+    report = MemoryReport(weights, gradients, moments, sum(saved.values()), counters, peak)
+    if peak is not None:
+        report.peak_minus_accounted = peak - report.total
+    return report
+
+
+def _weight_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters and the 4-bit layers' stored tensors (a bitsandbytes weight is both), each once."""
+    quantized = (t for m in model.modules() for t in quantized_tensors(m).values())
+    return list(_unique([*model.parameters(), *quantized]))
 
 
 def _unique(params):

@@ -45,3 +45,57 @@ def test_bad_batch_is_a_value_error(tiny_model):
 def test_time_step_returns_a_median(tiny_model):
     t = time_step(train_step_fn(tiny_model, torch.randint(0, 256, (1, 8))), warmup=1, repeats=3)
     assert 0 < t < 5
+
+
+def _four_bit_bytes(out_features: int, in_features: int) -> int:
+    """Stored bytes of one NF4 layer with double quantization, blocksize 64, by hand."""
+    n = out_features * in_features
+    blocks = -(-n // 64)
+    return (n // 2            # packed codes, two per byte
+            + blocks          # 8-bit absmax per block of 64
+            + 4 * -(-blocks // 256)  # fp32 absmax of each 256 constants
+            + 4               # fp32 offset (mean of the absmax)
+            + 16 * 4 + 256 * 4)  # code tables: NF4 (16) and 8-bit dynamic (256), fp32
+
+
+def test_qlora_weights_are_packed_codes_plus_constants_plus_16bit_parts(base):
+    from peftlab import lora, qlora
+    cfg = base.config
+    qlora.quantize(base, backend="reference")
+    lora.add(base, r=8, targets="all-linear")
+    shapes = [(cfg.d_model, cfg.d_model)] * 4 + [(cfg.d_ff, cfg.d_model)] * 2 + [(cfg.d_model, cfg.d_ff)]
+    quantized = cfg.n_layers * sum(_four_bit_bytes(o, i) for o, i in shapes)
+    unquantized = 4 * sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)  # embeddings, norms, head
+    adapters = 4 * count_parameters(base).trainable
+    r = memory_report(base, torch.randint(0, 256, (1, 16)))
+    assert r.weights == quantized + unquantized + adapters
+    assert r.gradients == adapters and r.optimizer == 2 * adapters  # only the adapters train
+
+
+def test_bitsandbytes_quant_state_is_counted_as_weights():
+    from peftlab import ModelConfig, Transformer, lora, qlora
+    if qlora.import_bitsandbytes() is None:
+        pytest.skip("bitsandbytes does not import")
+    sizes = {}
+    for backend in ("reference", "bitsandbytes"):
+        torch.manual_seed(0)
+        model = qlora.quantize(Transformer(ModelConfig(d_model=64, n_layers=1, n_heads=2, d_ff=128)), backend=backend)
+        lora.add(model, r=4, targets="all-linear")
+        sizes[backend] = memory_report(model, torch.randint(0, 256, (1, 8))).weights
+    shapes = [(64, 64)] * 4 + [(128, 64)] * 2 + [(64, 128)]
+    embeddings_norms_head = 4 * (259 * 64 * 2 + 64 * 3)
+    adapters = 4 * 4 * sum(o + i for o, i in shapes)
+    assert sizes["bitsandbytes"] == sizes["reference"] == (sum(_four_bit_bytes(o, i) for o, i in shapes)
+                                                           + embeddings_norms_head + adapters)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_is_reported_beside_the_accounted_total(tiny_model):
+    r = memory_report(tiny_model.cuda(), torch.randint(0, 256, (2, 16)))
+    assert r.peak_allocated >= r.weights and r.peak_minus_accounted == r.peak_allocated - r.total
+
+
+def test_no_cuda_fields_on_the_cpu(tiny_model):
+    r = memory_report(tiny_model, torch.randint(0, 256, (1, 8)))
+    assert r.peak_allocated is None and r.peak_minus_accounted is None
+    assert "peak" not in str(r)
