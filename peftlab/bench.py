@@ -3,6 +3,7 @@
     python -m peftlab.bench lora                  # LoRA vs full fine-tuning, vs Hugging Face PEFT, inference
     python -m peftlab.bench lora --rounds 30      # more repeats on a noisy machine
     python -m peftlab.bench lora --no-peft        # skip the PEFT rows
+    python -m peftlab.bench memory                # bytes by category and step time: LoRA, QLoRA / full
 
 A subcommand builds a list of `Row`s (a ratio, what it divides, and an optional limit that makes it
 PASS or FAIL) and `format_table` prints them. Times come from `interleaved_samples`, which alternates
@@ -286,6 +287,60 @@ def _peft_rows(base: nn.Module, batch: torch.Tensor, rounds: int, warmup: int) -
                       mebibytes)]
 
 
+# --- memory ------------------------------------------------------------------------------------
+
+def _full(base: nn.Module) -> nn.Module:
+    return copy.deepcopy(base)
+
+
+def _lora(base: nn.Module) -> nn.Module:
+    return lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS)
+
+
+def _qlora(base: nn.Module) -> nn.Module:
+    from . import qlora
+
+    return lora.add(qlora.quantize(copy.deepcopy(base)), r=RANK, alpha=ALPHA, targets=TARGETS)
+
+
+# name -> a function that builds the method's trainable model from the base (a copy; the base is
+# never changed). "full" is the reference every ratio divides by; add a method with one entry.
+MEMORY_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {"full": _full, "lora": _lora, "qlora": _qlora}
+
+MEMORY_CATEGORIES = ("weights", "gradients", "optimizer", "activations", "total")
+
+
+def memory_rows(base: nn.Module, batch: torch.Tensor, methods: dict[str, Callable[[nn.Module], nn.Module]] | None = None,
+                rounds: int = 10, warmup: int = 2) -> list[Row]:
+    """Every method against full fine-tuning in one run: bytes by category (`memory_report`, one
+    real training step each) and the training step time (interleaved), as ratios method / full.
+
+    `methods`: name -> builder (default `MEMORY_METHODS`, LoRA r=8 on q,v, QLoRA = the same on the
+    4-bit base); it must contain "full". Ratios of 0 mean the category vanishes (a frozen base has
+    no gradients).
+
+    >>> from peftlab import ModelConfig, Transformer
+    >>> rows = memory_rows(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)),
+    ...                    torch.zeros(2, 8, dtype=torch.long), {"full": _full, "lora": _lora}, rounds=1)
+    >>> [r.quantity for r in rows][:2]
+    ['lora / full: weights', 'lora / full: gradients']
+    """
+    methods = MEMORY_METHODS if methods is None else methods
+    if not isinstance(methods, dict) or "full" not in methods or not all(callable(f) for f in methods.values()):
+        raise ValueError(f"methods must be a dict of name -> builder that contains 'full', got {methods!r}")
+    models = {name: build(base) for name, build in methods.items()}
+    reports = {name: memory_report(m, batch).as_dict() for name, m in models.items()}
+    samples = interleaved_samples({name: train_step_fn(m, batch) for name, m in models.items()}, rounds, warmup)
+    rows = []
+    for name in models:
+        if name == "full":
+            continue
+        rows += [ratio_row(f"{name} / full: {cat}", reports[name][cat], reports["full"][cat], mebibytes)
+                 for cat in MEMORY_CATEGORIES]
+        rows.append(timing_row(f"{name} / full: train step", samples, name, "full"))
+    return rows
+
+
 # --- command line ------------------------------------------------------------------------------
 
 def _int_at_least(least: int) -> Callable[[str], int]:
@@ -299,7 +354,7 @@ def _int_at_least(least: int) -> Callable[[str], int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m peftlab.bench", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{lora}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{lora,memory}")
     p = commands.add_parser("lora", help="LoRA vs full fine-tuning, vs Hugging Face PEFT, and at inference")
     p.add_argument("--batch", type=_int_at_least(1), default=16, help="sequences per batch (default 16)")
     p.add_argument("--seq", type=_int_at_least(1), default=128, help="tokens per sequence (default 128)")
@@ -310,6 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-peft", action="store_true", help="skip the Hugging Face PEFT comparison")
     p.set_defaults(run=_run_lora)
+    p = commands.add_parser("memory", help="bytes by category and step time of each method, as ratios to full")
+    p.add_argument("--batch", type=_int_at_least(1), default=8, help="sequences per batch (default 8)")
+    p.add_argument("--seq", type=_int_at_least(1), default=128, help="tokens per sequence (default 128)")
+    p.add_argument("--rounds", type=_int_at_least(1), default=10, help="timed repeats of each method (default 10)")
+    p.add_argument("--warmup", type=_int_at_least(0), default=2, help="untimed calls of each method first (default 2)")
+    p.add_argument("--methods", nargs="+", choices=list(MEMORY_METHODS), default=list(MEMORY_METHODS),
+                   help="methods to compare ('full' is always included as the reference)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.set_defaults(run=_run_memory)
     return parser
 
 
@@ -328,6 +392,23 @@ def _run_lora(args: argparse.Namespace) -> str:
              f"times are medians, a time ratio is the median of the per-round ratios\n"
              f"device {args.device} ({cpu}, {torch.get_num_threads()} threads), torch {torch.__version__}"
              + ("" if use_peft else ", PEFT rows skipped"))
+    return format_table(rows, title)
+
+
+def _run_memory(args: argparse.Namespace) -> str:
+    from .checkpoint import load_base
+
+    base = load_base(device=args.device)
+    if args.seq > base.config.max_seq_len:
+        raise SystemExit(f"--seq must be <= the model's context of {base.config.max_seq_len}, got {args.seq}")
+    batch = torch.randint(0, 256, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
+    methods = {name: MEMORY_METHODS[name] for name in ["full", *args.methods] if name in MEMORY_METHODS}
+    rows = memory_rows(base, batch.to(args.device), methods, rounds=args.rounds, warmup=args.warmup)
+    cpu = platform.processor() or platform.machine()
+    title = (f"peftlab bench memory: base {count_parameters(base).total:,} params, batch {args.batch}x{args.seq}, "
+             f"fp32 + AdamW, LoRA r={RANK} alpha={ALPHA} on {','.join(TARGETS)}; bytes from memory_report, "
+             f"{args.rounds} interleaved rounds\ndevice {args.device} ({cpu}, {torch.get_num_threads()} threads), "
+             f"torch {torch.__version__}")
     return format_table(rows, title)
 
 

@@ -176,3 +176,58 @@ def test_parser_defaults():
     args = bench.build_parser().parse_args(["lora"])
     assert (args.batch, args.seq, args.rounds, args.warmup, args.no_peft) == (16, 128, 15, 2, False)
     assert args.run is bench._run_lora
+
+
+# --- the memory rows ---------------------------------------------------------------------------
+
+def test_memory_rows_ratios_to_full_fine_tuning(model):
+    before = copy.deepcopy(model.state_dict())
+    rows = bench.memory_rows(model, BATCH, rounds=1, warmup=0)
+    names = [m for m in bench.MEMORY_METHODS if m != "full"]
+    assert names == ["lora", "qlora"]
+    assert [r.quantity for r in rows] == [f"{m} / full: {c}" for m in names
+                                          for c in (*bench.MEMORY_CATEGORIES, "train step")]
+    by_name = {r.quantity: r for r in rows}
+    # the frozen base costs only weights; gradients and Adam state exist for the adapters alone
+    adapter = count_parameters(lora.add(copy.deepcopy(model), r=8, targets=bench.TARGETS)).trainable
+    n = count_parameters(model).total
+    assert by_name["lora / full: gradients"].ratio == adapter / n
+    assert by_name["lora / full: optimizer"].ratio == 2 * adapter / (2 * n)
+    assert by_name["lora / full: weights"].ratio == (n + adapter) / n
+    assert by_name["qlora / full: weights"].ratio < by_name["lora / full: weights"].ratio
+    assert by_name["lora / full: activations"].ratio < 1.0  # frozen layers keep no inputs
+    assert by_name["lora / full: train step"].numerator.endswith(" ms")
+    assert all(r.limit is None for r in rows)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_memory_rows_take_any_method_dict(model):
+    rows = bench.memory_rows(model, BATCH, {"full": bench._full, "copy": bench._full}, rounds=1, warmup=0)
+    by_name = {r.quantity: r for r in rows}
+    for cat in bench.MEMORY_CATEGORIES:
+        assert by_name[f"copy / full: {cat}"].ratio == 1.0  # the same method measures the same bytes
+
+
+@pytest.mark.parametrize("methods", [{}, {"lora": bench._lora}, {"full": 1}, [bench._full]])
+def test_memory_rows_reject_bad_methods(model, methods):
+    with pytest.raises(ValueError, match="methods"):
+        bench.memory_rows(model, BATCH, methods, rounds=1, warmup=0)
+
+
+def test_memory_parser():
+    args = bench.build_parser().parse_args(["memory"])
+    assert (args.batch, args.seq, args.rounds, args.warmup) == (8, 128, 10, 2)
+    assert args.methods == list(bench.MEMORY_METHODS) and args.run is bench._run_memory
+    assert bench.build_parser().parse_args(["memory", "--methods", "lora"]).methods == ["lora"]
+    for argv in (["memory", "--methods", "prefix"], ["memory", "--batch", "0"], ["memory", "--rounds", "0"]):
+        with pytest.raises(SystemExit):
+            bench.build_parser().parse_args(argv)
+
+
+def test_memory_command_prints_one_table(capsys):
+    bench.main(["memory", "--batch", "1", "--seq", "8", "--rounds", "1", "--warmup", "0", "--methods", "lora"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("peftlab bench memory:")
+    assert sum(line.startswith("lora / full:") for line in out) == len(bench.MEMORY_CATEGORIES) + 1
+    assert not any(line.startswith("qlora") for line in out)
+    assert out[-1] == "0 of 0 targets met"
