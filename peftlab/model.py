@@ -126,6 +126,7 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
         self.checkpoint = False  # gradient checkpointing switch for this block
+        self.use_reentrant = False  # True only to show the frozen-embedding failure (notebook 15)
 
     def _forward(self, x, cos, sin, prefix):
         h, kv = self.self_attn(self.input_layernorm(x), cos, sin, prefix)
@@ -138,7 +139,7 @@ class Block(nn.Module):
             # use_reentrant=False: works when the block's input does not require grad
             # (a frozen embedding), where the reentrant variant fails with
             # "element 0 of tensors does not require grad".
-            return checkpoint(self._forward, x, cos, sin, prefix, use_reentrant=False)
+            return checkpoint(self._forward, x, cos, sin, prefix, use_reentrant=self.use_reentrant)
         return self._forward(x, cos, sin, prefix)
 
 

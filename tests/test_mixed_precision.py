@@ -1,0 +1,111 @@
+import math
+
+import pytest
+import torch
+
+from peftlab.mixed_precision import (PrecisionExplorer, gradient_magnitudes, gradient_underflow, loss_scale_sweep,
+                                     number_formats, precision_sweep)
+
+IDS = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+
+
+def test_number_formats_match_ieee_layouts():
+    f = {r["name"]: r for r in number_formats()}
+    layouts = [(f[n]["exponent_bits"], f[n]["mantissa_bits"]) for n in ("fp32", "bf16", "fp16")]
+    assert layouts == [(8, 23), (8, 7), (5, 10)]
+    assert f["fp16"]["max"] == 65504.0
+    assert f["fp16"]["smallest_normal"] == 2.0 ** -14 and f["fp16"]["smallest_subnormal"] == 2.0 ** -24
+    assert f["bf16"]["smallest_normal"] == f["fp32"]["smallest_normal"] == 2.0 ** -126
+    assert f["bf16"]["smallest_subnormal"] == 2.0 ** -133
+    # the smallest subnormal is representable and half of it rounds to zero
+    assert torch.tensor(2.0 ** -24, dtype=torch.float16).item() == 2.0 ** -24
+    assert torch.tensor(2.0 ** -26, dtype=torch.float16).item() == 0.0
+    with pytest.raises(ValueError, match="fp8"):
+        number_formats(["fp8"])
+
+
+def test_fp16_underflow_and_loss_scaling(tiny_model):
+    # a tiny learning signal: scale the model's output down so the gradients are small
+    torch.nn.init.normal_(tiny_model.lm_head.weight, std=1e-4)
+    rows = loss_scale_sweep(tiny_model, IDS, [1.0, 2.0 ** 16, 2.0 ** 40])
+    none, scaled, too_large = rows
+    assert none["weight_entries"] == sum(p.numel() for p in tiny_model.parameters())
+    assert none["weight_zeroed"] + none["activation_zeroed"] > 0 and none["weight_overflow"] == 0
+    assert scaled["weight_zeroed"] + scaled["activation_zeroed"] < none["weight_zeroed"] + none["activation_zeroed"]
+    assert scaled["weight_overflow"] == scaled["activation_overflow"] == 0
+    assert scaled["relative_error"] < none["relative_error"]
+    assert too_large["weight_overflow"] > 0 and math.isnan(too_large["relative_error"])
+    assert none["loss_fp32"] == pytest.approx(none["loss"], rel=1e-2)
+
+
+def test_bf16_needs_no_loss_scale(tiny_model):
+    torch.nn.init.normal_(tiny_model.lm_head.weight, std=1e-4)
+    fp16 = gradient_underflow(tiny_model, IDS, "fp16")
+    bf16 = gradient_underflow(tiny_model, IDS, "bf16")
+    assert bf16["weight_zeroed"] + bf16["activation_zeroed"] < fp16["weight_zeroed"] + fp16["activation_zeroed"]
+    big = gradient_underflow(tiny_model, IDS, "bf16", 2.0 ** 40)
+    assert big["weight_overflow"] == big["activation_overflow"] == 0
+
+
+def test_sweep_leaves_the_model_unchanged(tiny_model):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    tiny_model.eval()
+    gradient_underflow(tiny_model, IDS)
+    assert not tiny_model.training and all(p.dtype == torch.float32 and p.grad is None for p in tiny_model.parameters())
+    torch.testing.assert_close(tiny_model.state_dict(), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"precision": "fp32"}, "precision"), ({"loss_scale": 0.0}, "loss_scale"),
+                                           ({"loss_scale": float("inf")}, "loss_scale"),
+                                           ({"ids": IDS.float()}, "ids")])
+def test_underflow_bad_input(tiny_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gradient_underflow(tiny_model, **{"ids": IDS, **kwargs})
+
+
+def test_gradient_magnitudes(tiny_model):
+    m = gradient_magnitudes(tiny_model, IDS)
+    n_nonzero = sum(int((p.grad != 0).sum()) for p in tiny_model.parameters() if p.grad is not None)
+    assert n_nonzero == 0  # computed on a copy
+    assert m["weights"].numel() > 0 and torch.isfinite(m["weights"]).all() and m["weights"].max() < 10
+
+
+def test_precision_sweep_memory_and_fp16_on_cpu_error(tiny_model):
+    rows = precision_sweep(tiny_model, IDS, repeats=1)
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    fp32, bf16 = rows
+    n = fp32["parameters"]
+    # fp32 master weights: the parameter-proportional bytes do not change under autocast
+    assert fp32["weights"] == bf16["weights"] == 4 * n and fp32["optimizer"] == bf16["optimizer"] == 8 * n
+    assert fp32["step_s"] > 0 and bf16["tokens_per_s"] > 0
+    with pytest.raises(ValueError, match="bf16"):
+        precision_sweep(tiny_model, IDS, ["fp32", "fp16"])
+    with pytest.raises(ValueError, match="precision"):
+        precision_sweep(tiny_model, IDS, ["fp8"])
+
+
+def test_bf16_halves_activations_at_large_batch():
+    from peftlab.model import ModelConfig, Transformer
+    model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_seq_len=128))
+    ids = torch.randint(0, 256, (8, 128))
+    fp32, bf16 = precision_sweep(model, ids, repeats=1)
+    assert bf16["activations"] < 0.8 * fp32["activations"]
+
+
+def test_explorer_measure(tiny_model):
+    ex = PrecisionExplorer(tiny_model, IDS)
+    r = ex.measure("bf16", 1.0)
+    assert r["memory"]["weights"] == 4 * sum(p.numel() for p in tiny_model.parameters())
+    r16 = ex.measure("fp16", 2.0 ** 32)
+    assert r16["memory"] is None and r16["weight_overflow"] > 0
+    assert ex.SCALES[0] == 1.0 and ex.SCALES[-1] == 2.0 ** 32
+
+
+def test_explorer_update_draws_without_a_browser(tiny_model):
+    import matplotlib
+    matplotlib.use("Agg")
+    ex = PrecisionExplorer(tiny_model, IDS)
+    ex.precision.value = "bf16"  # observing the control runs update()
+    assert "bf16" in ex.status.value and "MiB" in ex.status.value
+    r = ex.update()
+    assert r["precision"] == "bf16" and r["loss_scale"] == 1.0
