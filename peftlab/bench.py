@@ -3,14 +3,14 @@
     python -m peftlab.bench lora                  # LoRA vs full fine-tuning, vs Hugging Face PEFT, inference
     python -m peftlab.bench lora --rounds 30      # more repeats on a noisy machine
     python -m peftlab.bench lora --no-peft        # skip the PEFT rows
-    python -m peftlab.bench memory                # bytes by category and step time: LoRA, QLoRA / full
+    python -m peftlab.bench memory                # bytes and step time of every method / full fine-tuning
 
 A subcommand builds a list of `Row`s (a ratio, what it divides, and an optional limit that makes it
 PASS or FAIL) and `format_table` prints them. Times come from `interleaved_samples`, which alternates
 the candidates inside every round (A B C, then C B A): drift on a shared machine (another job
 starting, the clock changing) then falls on all candidates alike instead of on whichever ran last. A
 time ratio is the median of the per-round ratios (`paired_ratio`), so a slow spell cancels out.
-Adding a subcommand (`memory`, the prompt methods) means one `<name>_rows` function and one parser
+Adding a subcommand means one `<name>_rows` function and one parser
 in `build_parser`.
 """
 
@@ -303,9 +303,37 @@ def _qlora(base: nn.Module) -> nn.Module:
     return lora.add(qlora.quantize(copy.deepcopy(base)), r=RANK, alpha=ALPHA, targets=TARGETS)
 
 
+def _adapters(base: nn.Module) -> nn.Module:
+    from . import adapters
+
+    model = copy.deepcopy(base)
+    adapters.add(model, bottleneck=16)  # in place
+    return model
+
+
+def _prompt_tuning(base: nn.Module) -> nn.Module:
+    from . import prompt
+
+    return prompt.add(copy.deepcopy(base), n_tokens=20)
+
+
+def _prefix_tuning(base: nn.Module) -> nn.Module:
+    from . import prefix
+
+    return prefix.add(copy.deepcopy(base), n_tokens=10)  # trains through the MLP reparametrization
+
+
+def _p_tuning(base: nn.Module) -> nn.Module:
+    from . import ptuning
+
+    return ptuning.add(copy.deepcopy(base), n_tokens=20, encoder="lstm")
+
+
 # name -> a function that builds the method's trainable model from the base (a copy; the base is
 # never changed). "full" is the reference every ratio divides by; add a method with one entry.
-MEMORY_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {"full": _full, "lora": _lora, "qlora": _qlora}
+MEMORY_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "full": _full, "lora": _lora, "qlora": _qlora, "adapters": _adapters,
+    "prompt": _prompt_tuning, "prefix": _prefix_tuning, "ptuning": _p_tuning}
 
 MEMORY_CATEGORIES = ("weights", "gradients", "optimizer", "activations", "total")
 
@@ -315,9 +343,10 @@ def memory_rows(base: nn.Module, batch: torch.Tensor, methods: dict[str, Callabl
     """Every method against full fine-tuning in one run: bytes by category (`memory_report`, one
     real training step each) and the training step time (interleaved), as ratios method / full.
 
-    `methods`: name -> builder (default `MEMORY_METHODS`, LoRA r=8 on q,v, QLoRA = the same on the
-    4-bit base); it must contain "full". Ratios of 0 mean the category vanishes (a frozen base has
-    no gradients).
+    `methods`: name -> builder (default `MEMORY_METHODS`: LoRA r=8 on q,v, QLoRA = the same on the
+    4-bit base, bottleneck adapters m=16, 20 soft-prompt tokens, 10 prefix positions through the MLP,
+    P-tuning with 20 tokens from an LSTM encoder); it must contain "full". Ratios of 0 mean the
+    category vanishes (a frozen base has no gradients).
 
     >>> from peftlab import ModelConfig, Transformer
     >>> rows = memory_rows(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)),

@@ -184,7 +184,7 @@ def test_memory_rows_ratios_to_full_fine_tuning(model):
     before = copy.deepcopy(model.state_dict())
     rows = bench.memory_rows(model, BATCH, rounds=1, warmup=0)
     names = [m for m in bench.MEMORY_METHODS if m != "full"]
-    assert names == ["lora", "qlora"]
+    assert names == ["lora", "qlora", "adapters", "prompt", "prefix", "ptuning"]
     assert [r.quantity for r in rows] == [f"{m} / full: {c}" for m in names
                                           for c in (*bench.MEMORY_CATEGORIES, "train step")]
     by_name = {r.quantity: r for r in rows}
@@ -196,6 +196,14 @@ def test_memory_rows_ratios_to_full_fine_tuning(model):
     assert by_name["lora / full: weights"].ratio == (n + adapter) / n
     assert by_name["qlora / full: weights"].ratio < by_name["lora / full: weights"].ratio
     assert by_name["lora / full: activations"].ratio < 1.0  # frozen layers keep no inputs
+    # a soft prompt of 20 vectors of width d is all that trains (Lester et al.: n * d)
+    assert by_name["prompt / full: gradients"].ratio == 20 * model.config.d_model / n
+    for method in ("adapters", "prompt", "prefix", "ptuning"):
+        assert by_name[f"{method} / full: weights"].ratio > 1.0  # the frozen base plus the new parameters
+    # a soft prompt of 20 vectors of width d is all that trains (Lester et al.: n * d)
+    assert by_name["prompt / full: gradients"].ratio == 20 * model.config.d_model / n
+    for method in ("adapters", "prompt", "prefix", "ptuning"):
+        assert by_name[f"{method} / full: weights"].ratio > 1.0  # the frozen base plus the new parameters
     assert by_name["lora / full: train step"].numerator.endswith(" ms")
     assert all(r.limit is None for r in rows)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -219,7 +227,7 @@ def test_memory_parser():
     assert (args.batch, args.seq, args.rounds, args.warmup) == (8, 128, 10, 2)
     assert args.methods == list(bench.MEMORY_METHODS) and args.run is bench._run_memory
     assert bench.build_parser().parse_args(["memory", "--methods", "lora"]).methods == ["lora"]
-    for argv in (["memory", "--methods", "prefix"], ["memory", "--batch", "0"], ["memory", "--rounds", "0"]):
+    for argv in (["memory", "--methods", "prefixes"], ["memory", "--batch", "0"], ["memory", "--rounds", "0"]):
         with pytest.raises(SystemExit):
             bench.build_parser().parse_args(argv)
 
