@@ -1,0 +1,308 @@
+"""Instruction tuning: (instruction, input, response) records in one template, trained with the
+loss on the response, and evaluated on instructions the model never saw.
+
+One `Template` formats the prompt for training and for generation alike:
+
+    Instruction: {instruction}
+    Input: {input}            <- this line is dropped when the record has no input
+    Response: {response}
+
+A training example is prompt + response + TERMINATOR ("\\n", then the EOS token that
+`peftlab.train` appends to every response); generation feeds the same prompt and stops at the
+terminator. With `train(..., loss_on="response")` the prompt tokens carry no loss (labels -100),
+as in FLAN (Wei et al. 2021, arXiv 2109.01652) and Alpaca; `loss_on="all"` is the ablation.
+
+The held-out suite separates what can transfer from what cannot at this scale: new inputs to a
+trained instruction, new phrasings of a trained instruction, new instruction families phrased
+like the trained ones, and questions about people whose facts the base model read in
+pre-training but never saw as instructions (the person split of `data.qa_task`).
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import string
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import ipywidgets as W
+import torch
+import torch.nn.functional as F
+from IPython.display import display
+
+from . import data
+from .data import Example, Instruction
+from .tokenizer import EOS, ByteTokenizer
+from .train import IGNORE, Batch, complete, evaluate_loss, example_batches
+
+TERMINATOR = "\n"
+SLOTS = ("instruction", "input", "response")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt template with `{instruction}`, an optional `{input}` line, and `{response}` last.
+
+    >>> t = Template("Instruction: {instruction}\\nInput: {input}\\nResponse: {response}")
+    >>> t.prompt("Reverse the letters of the word.", "apple")
+    'Instruction: Reverse the letters of the word.\\nInput: apple\\nResponse: '
+    >>> t.prompt("Name a color.")
+    'Instruction: Name a color.\\nResponse: '
+    """
+
+    text: str
+
+    def __post_init__(self) -> None:
+        fields = [f for _, f, _, _ in string.Formatter().parse(self.text) if f is not None]
+        unknown = sorted(set(fields) - set(SLOTS))
+        if unknown:
+            raise ValueError(f"template has unknown slots {unknown}; allowed slots are {SLOTS}")
+        if fields.count("response") != 1 or not self.text.endswith("{response}"):
+            raise ValueError("template must end with exactly one {response} slot (the generation starts there), "
+                             f"got {self.text!r}")
+        if fields.count("instruction") != 1:
+            raise ValueError(f"template must contain exactly one {{instruction}} slot, got {self.text!r}")
+        if fields.count("input") > 1:
+            raise ValueError(f"template may contain at most one {{input}} slot, got {self.text!r}")
+
+    def prompt(self, instruction: str, input: str = "") -> str:
+        """The text before the response; the line holding `{input}` is dropped when `input` is empty."""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+        head = self.text[:-len("{response}")]
+        if not input:
+            head = "".join(line for line in head.splitlines(keepends=True) if "{input}" not in line)
+        # str.replace, not str.format: user text may hold braces
+        return head.replace("{instruction}", instruction).replace("{input}", input)
+
+    def example(self, record: Instruction) -> Example:
+        """The training example: prompt, then the output and the terminator (the target)."""
+        if not record.output or TERMINATOR in record.output:
+            raise ValueError(f"record output must be non-empty and free of {TERMINATOR!r}, got {record.output!r}")
+        return Example(self.prompt(record.instruction, record.input), record.output + TERMINATOR,
+                       {"family": record.family})
+
+
+DEFAULT_TEMPLATE = Template("Instruction: {instruction}\nInput: {input}\nResponse: {response}")
+
+
+def to_examples(records: Sequence[Instruction], template: Template = DEFAULT_TEMPLATE) -> list[Example]:
+    """Records in the template, ready for `peftlab.train.train`.
+
+    >>> to_examples([Instruction("count", "Count the letters in the word.", "river", "5")])[0].response
+    '5\\n'
+    """
+    return [template.example(r) for r in records]
+
+
+def fixed_width_batches(examples: Sequence[Example], batch_size: int, loss_on: str = "response", seed: int = 0,
+                        multiple: int = 32, max_width: int = 256) -> Iterator[Batch]:
+    """`peftlab.train.example_batches`, each batch right-padded to a multiple of `multiple` tokens.
+
+    Why: on CPU every new (batch, width) shape costs the first step that meets it up to a few
+    seconds; padding to a few widths removes those stalls. Padding carries no loss, so the
+    gradient is the same; widths stop at `max_width` (the model's context). Pass the iterator as
+    `train(model, batches, ...)`.
+
+    >>> ids, labels = next(fixed_width_batches(to_examples(training_records()[:4]), 2))
+    >>> ids.shape[1] % 32
+    0
+    """
+    for ids, labels in example_batches(examples, batch_size, loss_on, seed):
+        pad = min(-ids.shape[1] % multiple, max(0, max_width - ids.shape[1]))
+        yield F.pad(ids, (0, pad), value=ByteTokenizer.pad_id), F.pad(labels, (0, pad), value=IGNORE)
+
+
+def respond(model: torch.nn.Module, requests: Sequence[Instruction | tuple[str, str]],
+            template: Template = DEFAULT_TEMPLATE, max_new_tokens: int = 48) -> list[str]:
+    """Greedy answers, generated from the same prompt as in training and cut at the terminator.
+
+    >>> from peftlab import load_base
+    >>> len(respond(load_base(), [("Reverse the letters of the word.", "apple")], max_new_tokens=4))
+    1
+    """
+    pairs = [(r.instruction, r.input) if isinstance(r, Instruction) else tuple(r) for r in requests]
+    prompts = [template.prompt(i, x) for i, x in pairs]
+    longest = max(len(p.encode()) for p in prompts)
+    budget = min(max_new_tokens, model.config.max_seq_len - longest)
+    if budget < 1:
+        raise ValueError(f"a prompt of {longest} bytes leaves no room to answer in the context of "
+                         f"{model.config.max_seq_len} tokens")
+    outputs = complete(model, prompts, budget, stop_ids=(EOS, ord(TERMINATOR)))
+    return [o.split(TERMINATOR)[0] for o in outputs]
+
+
+def evaluate(model: torch.nn.Module, records: Sequence[Instruction], template: Template = DEFAULT_TEMPLATE) -> dict:
+    """Exact match (the answer, cut at the terminator, equals the output), per family, and the
+    mean loss on response tokens.
+
+    >>> from peftlab import load_base
+    >>> r = evaluate(load_base(), data.instructions()["test"][:2])
+    >>> sorted(r)
+    ['exact_match', 'loss', 'per_family', 'predictions']
+    """
+    if not records:
+        raise ValueError("records is empty")
+    # an answer longer than the longest output is wrong anyway: generate no further than that
+    predictions = respond(model, records, template, max(len(r.output.encode()) for r in records) + 1)
+    hits: dict[str, list[bool]] = {}
+    for r, p in zip(records, predictions):
+        hits.setdefault(r.family, []).append(p == r.output)
+    every = [h for v in hits.values() for h in v]
+    return {"exact_match": sum(every) / len(every),
+            "per_family": {f: sum(v) / len(v) for f, v in sorted(hits.items())},
+            "loss": evaluate_loss(model, to_examples(records, template), loss_on="response"),
+            "predictions": predictions}
+
+
+# Rules that compute the output of a family from its input: they build the new families here and
+# let self-instruct check a generated output (peftlab.self_instruct).
+RULES: dict[str, Callable[[str], str]] = {
+    "reverse": lambda s: s[::-1],
+    "uppercase": str.upper,
+    "count": lambda s: str(len(s)),
+    "sort": lambda s: " ".join(sorted(s.split())),
+    "repeat": lambda s: " ".join([s] * 3),
+    "first_letters": lambda s: "".join(w[0] for w in s.split()),
+    # unseen families, phrased like the trained ones
+    "lowercase": str.lower,
+    "last_letters": lambda s: "".join(w[-1] for w in s.split()),
+    "repeat_twice": lambda s: " ".join([s] * 2),
+    "reverse_words": lambda s: " ".join(s.split()[::-1]),
+    "count_words": lambda s: str(len(s.split())),
+}
+# The phrasing `data.instructions()` uses for each trained family.
+TRAINED_PHRASINGS = {
+    "reverse": "Reverse the letters of the word.", "uppercase": "Write the text in capital letters.",
+    "count": "Count the letters in the word.", "sort": "Sort the words in alphabetical order.",
+    "repeat": "Repeat the word three times.", "first_letters": "Write the first letter of each word.",
+    "fact_qa": "Answer the question about the world.",
+}
+# New wordings of the trained families, never used in training.
+PARAPHRASES = {
+    "reverse": "Spell the word backwards.", "uppercase": "Turn the text into upper case letters.",
+    "count": "How many letters does the word have?", "sort": "Put the words in alphabetical order.",
+    "repeat": "Say the word three times.", "first_letters": "Give the first letter of every word.",
+}
+NEW_FAMILIES = {
+    "lowercase": "Write the text in small letters.", "last_letters": "Write the last letter of each word.",
+    "repeat_twice": "Repeat the word two times.", "reverse_words": "Reverse the order of the words.",
+    "count_words": "Count the words in the text.",
+}
+
+
+def _input_for(family: str, rng: random.Random) -> str:
+    words = rng.sample(data.WORDS, rng.randint(3, 5))
+    if family in ("reverse", "count", "repeat", "repeat_twice"):
+        return words[0]
+    if family == "uppercase":
+        return " ".join(words[:2])
+    if family == "lowercase":
+        return " ".join(words[:2]).upper()
+    return " ".join(words)
+
+
+def rule_record(family: str, instruction: str, rng: random.Random) -> Instruction:
+    """A record of a rule family with a random input and its correct output."""
+    x = _input_for(family, rng)
+    return Instruction(family, instruction, x, RULES[family](x))
+
+
+def fact_record(person: data.Person, attribute: str) -> Instruction:
+    """A fact question as an instruction record (the `fact_qa` family)."""
+    return Instruction("fact_qa", TRAINED_PHRASINGS["fact_qa"], data.QUESTIONS[attribute].format(n=person.name),
+                       getattr(person, attribute))
+
+
+def _people(split: str, seed: int) -> list[data.Person]:
+    names = {e.meta["person"] for e in data.qa_task(seed)[split]}
+    return [p for p in data.world(seed) if p.name in names]
+
+
+def training_records(seed: int = 0, facts_per_family: int = 120) -> list[Instruction]:
+    """The instruction-tuning set: `data.instructions()` train split for the six rule families,
+    plus fact questions about the Q/A training people only (so the held-out facts stay held out).
+
+    >>> {r.family for r in training_records()} == set(TRAINED_PHRASINGS)
+    True
+    """
+    rules = [r for r in data.instructions(seed)["train"] if r.family != "fact_qa"]
+    facts = [fact_record(p, a) for p in _people("train", seed) for a in data.ATTRIBUTES]
+    random.Random(f"instruct-facts-{seed}").shuffle(facts)
+    return rules + facts[:facts_per_family]
+
+
+def heldout_suite(seed: int = 0, per_family: int = 8) -> dict[str, list[Instruction]]:
+    """Four held-out sets, each `per_family` records per family:
+
+    * "new inputs": trained instruction, inputs never trained on (`data.instructions` val + test);
+    * "new phrasings": trained families, instructions worded as in `PARAPHRASES`;
+    * "new families": `NEW_FAMILIES`, phrased like the trained instructions, never trained;
+    * "held-out facts": fact questions about people never asked about in instruction form.
+
+    >>> sorted(heldout_suite())
+    ['held-out facts', 'new families', 'new inputs', 'new phrasings']
+    """
+    rng = random.Random(f"instruct-heldout-{seed}")
+    split = data.instructions(seed)
+    seen = {(r.instruction, r.input) for r in split["train"]}
+    new_inputs: list[Instruction] = []
+    for family in PARAPHRASES:
+        pool = [r for r in split["val"] + split["test"] if r.family == family and (r.instruction, r.input) not in seen]
+        new_inputs += pool[:per_family]
+    phrasings = [Instruction(r.family, PARAPHRASES[r.family], r.input, r.output) for r in new_inputs]
+    families = [rule_record(f, text, rng) for f, text in NEW_FAMILIES.items() for _ in range(per_family)]
+    facts = [fact_record(p, a) for p in _people("test", seed) for a in data.ATTRIBUTES]
+    rng.shuffle(facts)
+    return {"new inputs": new_inputs, "new phrasings": phrasings, "new families": families,
+            "held-out facts": facts[:per_family * 3]}
+
+
+class InstructionExplorer:
+    """Type an instruction (and an input) and read the answers of several models side by side.
+
+    >>> from peftlab import load_base
+    >>> ex = InstructionExplorer({"base": load_base()}, max_new_tokens=4)
+    >>> sorted(ex.compare("Reverse the letters of the word.", "apple"))
+    ['answers', 'prompt', 'rule']
+    """
+
+    def __init__(self, models: dict[str, torch.nn.Module], template: Template = DEFAULT_TEMPLATE,
+                 max_new_tokens: int = 48):
+        if not models:
+            raise ValueError("models must name at least one model, e.g. {'base': ..., 'tuned': ...}")
+        self.models, self.template, self.max_new_tokens = models, template, max_new_tokens
+        self.instruction = W.Text(value=TRAINED_PHRASINGS["reverse"], description="instruction",
+                                  layout=W.Layout(width="480px"))
+        self.input = W.Text(value="lantern", description="input", layout=W.Layout(width="480px"))
+        self.button = W.Button(description="Ask every model", button_style="primary")
+        self.result = W.HTML()
+        self.button.on_click(self.update)
+
+    def compare(self, instruction: str, input: str = "") -> dict:
+        """Each model's answer, the exact prompt, and the rule's answer where a trained or new
+        family's instruction is typed word for word (None otherwise)."""
+        prompt = self.template.prompt(instruction, input)  # raises on an empty instruction
+        family = {v: k for d in (TRAINED_PHRASINGS, PARAPHRASES, NEW_FAMILIES) for k, v in d.items()}.get(instruction)
+        rule = RULES[family](input) if family in RULES and input else None
+        answers = {name: respond(m, [(instruction, input)], self.template, self.max_new_tokens)[0]
+                   for name, m in self.models.items()}
+        return {"prompt": prompt, "answers": answers, "rule": rule}
+
+    def update(self, _=None) -> dict:
+        try:
+            r = self.compare(self.instruction.value, self.input.value)
+        except ValueError as err:
+            self.result.value = f"<b>error:</b> {err}"
+            return {}
+        rows = "".join(f"<tr><td><b>{name}</b></td><td><code>{html.escape(repr(answer))}</code></td></tr>"
+                       for name, answer in r["answers"].items())
+        if r["rule"] is not None:
+            rows += f"<tr><td><i>rule</i></td><td><code>{html.escape(repr(r['rule']))}</code></td></tr>"
+        self.result.value = f"<pre>{html.escape(r['prompt'])}</pre><table>{rows}</table>"
+        return r
+
+    def show(self) -> None:
+        display(W.VBox([self.instruction, self.input, self.button, self.result]))
+        self.update()

@@ -1,0 +1,118 @@
+import pytest
+import torch
+from torch import nn
+
+from peftlab.data import Instruction
+from peftlab.model import ModelConfig, Transformer
+from peftlab.self_instruct import (check_tokenizers, family_of, judge, parse_task, rule_output, seed_tasks,
+                                   self_instruct, teacher_examples, teacher_tasks)
+from peftlab.tokenizer import EOS, ByteTokenizer
+
+SEEDS = seed_tasks()
+
+
+class ScriptedTeacher(nn.Module):
+    """Writes the given continuations, one per row in turn; counts its generate calls."""
+
+    def __init__(self, texts: list[str], vocab_size: int = 259):
+        super().__init__()
+        self.config = ModelConfig(vocab_size=vocab_size)
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.texts, self.calls, self.i = texts, 0, 0
+
+    def generate(self, ids, max_new_tokens, **kw):
+        self.calls += 1
+        rows = []
+        for _ in range(ids.shape[0]):
+            tail = ByteTokenizer().encode(self.texts[self.i % len(self.texts)]) + [EOS]
+            self.i += 1
+            rows.append(tail + [EOS] * (max_new_tokens - len(tail)))
+        return torch.cat([ids, torch.tensor(rows)], dim=1)
+
+
+def test_seed_pool_covers_every_family():
+    assert len(SEEDS) == 21 and len({s.family for s in SEEDS}) == 7
+
+
+@pytest.mark.parametrize("threshold", [0, -0.1, 1.01, 7, "0.7"])
+def test_threshold_outside_unit_interval_is_rejected_before_generating(threshold):
+    teacher = ScriptedTeacher([" x"])
+    with pytest.raises(ValueError, match="threshold"):
+        self_instruct(teacher, SEEDS, n=2, threshold=threshold)
+    assert teacher.calls == 0
+
+
+def test_teacher_with_another_tokenizer_is_rejected_before_generating():
+    teacher, student = ScriptedTeacher([" x"], vocab_size=300), ScriptedTeacher([" x"])
+    with pytest.raises(ValueError, match="tokenizer"):
+        self_instruct(teacher, SEEDS, n=2, student=student)
+    assert teacher.calls == 0
+    check_tokenizers(ScriptedTeacher([" x"]), Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=32)))
+
+
+def test_parse_family_and_rules():
+    t = parse_task(" Write the word in reverse.\nInput: tiger\nOutput: regit\n")
+    assert (t.family, t.instruction, t.input, t.output) == ("reverse", "Write the word in reverse.", "tiger", "regit")
+    assert parse_task(" no fields here") is None
+    assert family_of("Paint the fence green.") is None
+    assert rule_output("sort", "b c a") == "a b c"
+    assert rule_output("fact_qa", "Where does Tevel live?") == "Ostrel"  # data.world()[0]
+    assert rule_output("fact_qa", "Where does Nobody live?") is None
+    assert rule_output(None, "x") is None
+
+
+def test_judge_each_stage():
+    pool = list(SEEDS)
+    reverse = SEEDS[0].instruction
+    assert judge(None, pool) == ("generated", "malformed: not Task/Input/Output")
+    assert judge(Instruction("reverse", reverse, "tiger", ""), pool)[0] == "generated"
+    # identical instruction, new input: a new instance of a pooled instruction
+    assert judge(Instruction("reverse", reverse, "tiger", "regit"), pool) == ("correct", "kept")
+    stage, verdict = judge(Instruction("reverse", reverse, SEEDS[0].input, SEEDS[0].output), pool)
+    assert stage == "well-formed" and verdict.startswith("duplicate instance")
+    stage, verdict = judge(Instruction("reverse", "Reverse the letters of a word.", "tiger", "regit"), pool)
+    assert stage == "well-formed" and "near-duplicate" in verdict  # ROUGE-L 6/6 tokens but one differs: 0.83
+    stage, verdict = judge(Instruction("reverse", "Write the word in reverse.", "tiger", "tiger"), pool)
+    assert stage == "novel" and "rule says 'regit'" in verdict
+    assert judge(Instruction("reverse", "Write the word in reverse.", "tiger", "regit"), pool, threshold=0.2)[0] \
+        == "well-formed"  # a strict threshold drops it as a near-duplicate
+
+
+def test_funnel_counts_each_stage_and_pool_grows():
+    texts = [" Write the word in reverse.\nInput: tiger\nOutput: regit\n",     # new instruction, correct
+             " Write the word in reverse.\nInput: tiger\nOutput: regit\n",     # duplicate instance
+             " Write the word in reverse.\nInput: wagon\nOutput: wagon\n",     # wrong output
+             " Reverse the letters of the words.\nInput: zebra\nOutput: arbez\n",  # near-duplicate
+             " garbage"]                                                      # malformed
+    teacher = ScriptedTeacher(texts)
+    r = self_instruct(teacher, SEEDS, n=5, batch_size=5, max_new_tokens=80)
+    assert r.funnel() == {"generated": 5, "well-formed": 4, "novel": 2, "correct": 1}
+    assert [g.verdict == "kept" for g in r.generations] == [True, False, False, False, False]
+    assert len(r.kept) == 1 and len(r.unfiltered) == 4
+    assert teacher.calls == 1
+
+
+def test_teacher_data_has_outputs_and_extra_wordings():
+    tasks = teacher_tasks()
+    assert len({t.instruction for t in tasks}) > len({t.family for t in tasks})
+    examples = teacher_examples(tasks)
+    assert all(e.prompt.endswith("Task:") and "\nOutput: " in e.response for e in examples)
+    assert all(len(e.text.encode()) <= 192 for e in examples)
+
+
+def test_refilter_with_a_looser_threshold_keeps_more():
+    from peftlab.self_instruct import FunnelExplorer, refilter
+    texts = [" Write the word in reverse.\nInput: tiger\nOutput: regit\n",
+             " Write the word in reverse form.\nInput: zebra\nOutput: arbez\n"]  # ROUGE-L 0.91 to the first
+    r = self_instruct(ScriptedTeacher(texts), SEEDS, n=2, batch_size=2, max_new_tokens=80)
+    assert r.funnel()["correct"] == 1
+    assert refilter(r, 1.0).funnel()["correct"] == 2
+    assert FunnelExplorer(r).funnel(1.0) == {"generated": 2, "well-formed": 2, "novel": 2, "correct": 2}
+    with pytest.raises(ValueError, match="threshold"):
+        refilter(r, 0)
+
+
+def test_unverifiable_task_is_dropped_unless_allowed():
+    task = Instruction("unknown", "Paint the fence green.", "fence", "green fence")
+    assert judge(task, SEEDS) == ("novel", "unverifiable: no family rule matches the instruction")
+    assert judge(task, SEEDS, require_rule=False) == ("correct", "kept")
