@@ -55,14 +55,14 @@ def load_base(name: str = "tiny", device: str | torch.device = "cpu", directory:
     weights = Path(directory) / f"{name}.safetensors"
     if not weights.exists():
         raise FileNotFoundError(f"checkpoint weights missing: {weights}")
+    remake = manifest.get("command", "python -m peftlab.pretrain")  # the script that made this checkpoint
     digest = sha256_file(weights)
     if digest != manifest["sha256"]:
         raise ValueError(f"checkpoint {weights.name} is corrupted or was replaced: its SHA-256 is {digest[:12]}..., "
-                         f"the manifest expects {manifest['sha256'][:12]}...; reinstall peftlab or rerun "
-                         f"`python -m peftlab.pretrain`")
+                         f"the manifest expects {manifest['sha256'][:12]}...; reinstall peftlab or rerun `{remake}`")
     if manifest.get("data_version") != DATA_VERSION:
         raise ValueError(f"checkpoint {name!r} was trained on data version {manifest.get('data_version')}, "
-                         f"this peftlab generates version {DATA_VERSION}; rerun `python -m peftlab.pretrain`")
+                         f"this peftlab generates version {DATA_VERSION}; rerun `{remake}`")
     config = ModelConfig(**manifest["config"])
     model = Transformer(config)
     state = load_file(weights)
