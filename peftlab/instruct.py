@@ -192,8 +192,8 @@ NEW_FAMILIES = {
 }
 
 
-def _input_for(family: str, rng: random.Random) -> str:
-    words = rng.sample(data.WORDS, rng.randint(3, 5))
+def _input_for(family: str, rng: random.Random, vocabulary: Sequence[str] = data.WORDS) -> str:
+    words = rng.sample(list(vocabulary), rng.randint(3, 5))
     if family in ("reverse", "count", "repeat", "repeat_twice"):
         return words[0]
     if family == "uppercase":
@@ -203,9 +203,15 @@ def _input_for(family: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def rule_record(family: str, instruction: str, rng: random.Random) -> Instruction:
-    """A record of a rule family with a random input and its correct output."""
-    x = _input_for(family, rng)
+def rule_record(family: str, instruction: str, rng: random.Random,
+                vocabulary: Sequence[str] = data.WORDS) -> Instruction:
+    """A record of a rule family with a random input (words drawn from `vocabulary`) and its correct output.
+
+    >>> r = rule_record("reverse", "Reverse the letters of the word.", random.Random(0), ["apple"] * 5)
+    >>> r.input, r.output
+    ('apple', 'elppa')
+    """
+    x = _input_for(family, rng, vocabulary)
     return Instruction(family, instruction, x, RULES[family](x))
 
 

@@ -19,28 +19,35 @@ The paper's loop, at peftlab's scale:
      paper has no such check; a rule is available here because the tasks come from known families;
 4. kept tasks join the pool and can appear as shots for the next generations.
 
-The teacher is the base model fine-tuned on many instruction records written in TASK_FORMAT (so it
-has learned both to write tasks and to answer them); the student starts from the base model.
-Everything is regenerated from fixed seeds: nothing is cached to disk.
+The teacher is the base model instruction-tuned on about three times the students' data
+(`teacher_tasks`: more inputs per family, never a held-out one, and several wordings), both in the
+instruction template and in TASK_FORMAT, so it has learned to answer tasks and to write them. It
+ships as a checkpoint like the base model: `python -m peftlab.self_instruct --train-teacher` trains
+it with TEACHER_RECIPE and fixed seeds, and `load_base("teacher")` loads it with its hash checked.
+The student starts from the base model.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
 import random
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from . import data
 from .data import Example, Instruction
+from .checkpoint import load_base, manifest, save_checkpoint
 from .instruct import (DEFAULT_TEMPLATE, PARAPHRASES, RULES, TRAINED_PHRASINGS, evaluate, fixed_width_batches,
-                       to_examples, training_records)
+                       heldout_suite, rule_record, to_examples, training_records)
 from .rouge import rouge_l
 from .tokenizer import EOS, ByteTokenizer
-from .train import train
+from .train import complete, train
 
 TASK_HEADER = "Write a new task.\n"
 TASK_FORMAT = "Task: {instruction}\nInput: {input}\nOutput: {output}\n"
@@ -118,12 +125,50 @@ def check_tokenizers(teacher: torch.nn.Module, student: torch.nn.Module) -> None
                          "the teacher must use the student's tokenizer")
 
 
-def teacher_tasks(seed: int = 0) -> list[Instruction]:
-    """The teacher's instruction data: every training record, worded with a randomly chosen
-    trained or teacher-only phrasing."""
+# Words the teacher's extra records draw on: the instruction word list plus the world's towns, jobs,
+# pets and colors (lower case), so the teacher sees more distinct inputs than any student.
+TEACHER_VOCABULARY = tuple(sorted(set(data.WORDS) | {w.lower() for ws in data.ATTRIBUTES.values() for w in ws}))
+
+
+def heldout_inputs(seed: int = 0) -> set[tuple[str, str]]:
+    """(family, input) pairs of the rule families in the val and test splits of `data.instructions`:
+    every held-out "new input" a model is evaluated on comes from them, so no training set may
+    contain one. (Held-out facts are about the Q/A test people instead, see `instruct.heldout_suite`.)"""
+    split = data.instructions(seed)
+    return {(r.family, r.input) for r in split["val"] + split["test"] if r.family in RULES}
+
+
+def teacher_records(seed: int = 0, per_family: int = 400) -> list[Instruction]:
+    """The teacher's larger instruction set: `training_records` (every fact question about the Q/A
+    training people) plus up to `per_family` new rule records per family with inputs from
+    TEACHER_VOCABULARY, never an input held out for that family.
+
+    >>> records = teacher_records(per_family=10)
+    >>> any((r.family, r.input) in heldout_inputs() for r in records)
+    False
+    """
+    records = training_records(seed, facts_per_family=10_000)
+    seen, banned = {(r.family, r.input) for r in records}, heldout_inputs(seed)
+    rng = random.Random(f"teacher-records-{seed}")
+    for family in (f for f in TRAINED_PHRASINGS if f in RULES):
+        added = 0
+        for _ in range(per_family * 20):  # single-word families run out of new words first
+            r = rule_record(family, TRAINED_PHRASINGS[family], rng, TEACHER_VOCABULARY)
+            if (family, r.input) not in seen | banned:
+                seen.add((family, r.input))
+                records.append(r)
+                added += 1
+                if added == per_family:
+                    break
+    return records
+
+
+def teacher_tasks(seed: int = 0, per_family: int = 400) -> list[Instruction]:
+    """The teacher's instruction data: every `teacher_records` record, worded with a randomly
+    chosen trained or teacher-only phrasing."""
     rng = random.Random(f"teacher-{seed}")
     return [Instruction(r.family, rng.choice([r.instruction] + TEACHER_PHRASINGS[r.family]), r.input, r.output)
-            for r in training_records(seed)]
+            for r in teacher_records(seed, per_family)]
 
 
 def teacher_examples(tasks: Sequence[Instruction], shots: int = 1, seed: int = 0,
@@ -139,17 +184,61 @@ def teacher_examples(tasks: Sequence[Instruction], shots: int = 1, seed: int = 0
     return writing
 
 
-def train_teacher(base: torch.nn.Module, steps: int = 60, lr: float = 2e-3, batch_size: int = 8,
-                  shots: int = 1, seed: int = 0) -> torch.nn.Module:
-    """A copy of `base` fine-tuned on `teacher_examples` (seeded): the stronger model.
+# How the shipped teacher (peftlab/checkpoints/teacher.*) is made: `python -m peftlab.self_instruct --train-teacher`.
+TEACHER_RECIPE = {"steps": 600, "lr": 2e-3, "batch_size": 8, "warmup_steps": 30, "schedule": "cosine",
+                  "per_family": 400, "shots": 1, "seed": 0}
+
+
+def train_teacher(base: torch.nn.Module, steps: int = 600, lr: float = 2e-3, batch_size: int = 8,
+                  warmup_steps: int = 30, schedule: str = "cosine", per_family: int = 400, shots: int = 1,
+                  seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> torch.nn.Module:
+    """A copy of `base` fine-tuned (seeded) on `teacher_tasks` twice over: as instructions in the
+    instruction template, and as task-writing examples. The defaults are TEACHER_RECIPE.
 
     >>> from peftlab import load_base
-    >>> teacher = train_teacher(load_base(), steps=1, batch_size=2)
+    >>> teacher = train_teacher(load_base(), steps=1, batch_size=2, per_family=2)
     """
     teacher = copy.deepcopy(base)
-    examples = teacher_examples(teacher_tasks(seed), shots, seed)
-    train(teacher, fixed_width_batches(examples, batch_size, seed=seed), steps=steps, lr=lr, seed=seed, progress=False)
+    tasks = teacher_tasks(seed, per_family)
+    examples = to_examples(tasks, DEFAULT_TEMPLATE) + teacher_examples(tasks, shots, seed)
+    train(teacher, fixed_width_batches(examples, batch_size, seed=seed), steps=steps, lr=lr,
+          warmup_steps=warmup_steps, schedule=schedule, seed=seed, progress=False, on_step=on_step)
     return teacher
+
+
+def teacher_metrics(teacher: torch.nn.Module, seed: int = 0) -> dict:
+    """What the teacher's manifest pins: exact match per family on held-out new inputs (16 per
+    family, the instruction template) and the funnel of a default `self_instruct` run."""
+    heldout = heldout_suite(seed, per_family=16)["new inputs"]
+    scores = evaluate(teacher, heldout)
+    funnel = self_instruct(teacher, seed_tasks(seed=seed), seed=seed).funnel()
+    return {"new_inputs_exact_match": round(scores["exact_match"], 4),
+            "new_inputs_per_family": {f: round(v, 4) for f, v in scores["per_family"].items()},
+            "new_inputs_per_family_n": len(heldout), "self_instruct_funnel": funnel}
+
+
+def ship_teacher(teacher: torch.nn.Module, recipe: dict, wall_time_s: float, name: str = "teacher") -> torch.nn.Module:
+    """Save `teacher` as a peftlab checkpoint, then measure the saved (fp16-stored) weights and
+    write the metrics into its manifest; returns the model as `load_base(name)` gives it."""
+    tasks = teacher_tasks(recipe["seed"], recipe["per_family"])
+    info = {"command": "python -m peftlab.self_instruct --train-teacher",
+            "teacher": {**recipe, "base": "tiny", "wall_time_s": round(wall_time_s, 1),
+                        "threads": torch.get_num_threads(), "torch": torch.__version__,
+                        "data": f"{len(tasks)} teacher_tasks (instruction template) + the same tasks as "
+                                "task-writing examples (TASK_HEADER, one shot)"}}
+    save_checkpoint(teacher, name, info)
+    shipped = load_base(name)
+    save_checkpoint(shipped, name, {**info, "metrics": teacher_metrics(shipped, recipe["seed"])})
+    return shipped
+
+
+def build_teacher(name: str = "teacher", **overrides) -> torch.nn.Module:
+    """Train the teacher from `load_base()` with TEACHER_RECIPE (or `overrides`) and ship it as `name`.
+    A few minutes on a 2-core CPU; `load_base("teacher")` then loads it with its hash checked."""
+    recipe = {**TEACHER_RECIPE, **overrides}
+    start = time.perf_counter()
+    teacher = train_teacher(load_base(), **{k: v for k, v in recipe.items()})
+    return ship_teacher(teacher, recipe, time.perf_counter() - start, name)
 
 
 def seed_tasks(per_family: int = 3, seed: int = 0) -> list[Instruction]:
@@ -232,11 +321,14 @@ def judge(task: Instruction | None, pool: Sequence[Instruction], threshold: floa
 
 
 def self_instruct(teacher: torch.nn.Module, seeds: Sequence[Instruction], n: int = 128, batch_size: int = 32,
-                  shots: int = 1, threshold: float = 0.7, temperature: float = 1.0, top_k: int | None = 20,
+                  shots: int = 1, threshold: float = 0.7, temperature: float = 0.7, top_k: int | None = 20,
                   max_new_tokens: int = 96, seed: int = 0, student: torch.nn.Module | None = None,
-                  require_rule: bool = True) -> SelfInstructResult:
+                  require_rule: bool = True, greedy_output: bool = True) -> SelfInstructResult:
     """Run the loop: `n` generations in batches of `batch_size` (one few-shot prompt per batch,
-    sampled rows), each judged against the pool as it grows.
+    sampled rows), each judged against the pool as it grows. With `greedy_output` the instruction
+    and input stay sampled (diversity) but the output is decoded again greedily from "Output:"
+    (the teacher's best answer, not a sample of it), as the paper generates instances in a step
+    of their own.
 
     >>> from peftlab import load_base
     >>> r = self_instruct(load_base(), seed_tasks(), n=2, batch_size=2, max_new_tokens=8)
@@ -267,15 +359,36 @@ def self_instruct(teacher: torch.nn.Module, seeds: Sequence[Instruction], n: int
         ids = torch.tensor([tok.encode(writing_prompt(context))] * rows, device=device)
         budget = min(max_new_tokens, teacher.config.max_seq_len - ids.shape[1])
         out = teacher.generate(ids, budget, temperature=temperature, top_k=top_k, stop_ids=(EOS,), generator=gen)
+        texts = []
         for row in out:
             new = row[ids.shape[1]:].tolist()
-            text = tok.decode(new[:new.index(EOS)] if EOS in new else new)
+            texts.append(tok.decode(new[:new.index(EOS)] if EOS in new else new))
+        if greedy_output:
+            texts = answer_greedily(teacher, writing_prompt(context), texts)
+        for text in texts:
             task = parse_task(text)
             stage, verdict = judge(task, pool, threshold, require_rule)
             result.generations.append(Generation(text, task, verdict, stage))
             if verdict == "kept":
                 pool.append(task)
     return result
+
+
+def answer_greedily(teacher: torch.nn.Module, prompt: str, texts: Sequence[str], max_output: int = 61) -> list[str]:
+    """Each sampled task with its output replaced by the teacher's greedy answer: the text up to
+    "\nOutput:" is fed back after `prompt` and decoded greedily to the end of the line. Texts
+    without an "Output:" line, or too long for the context, stay as they were."""
+    marker, heads, rows = "\nOutput:", [], []
+    for i, text in enumerate(texts):
+        cut = text.find(marker)
+        if cut >= 0 and len((prompt + text[:cut]).encode()) + len(marker) + max_output <= teacher.config.max_seq_len:
+            heads.append(text[:cut + len(marker)])
+            rows.append(i)
+    answers = complete(teacher, [prompt + h for h in heads], max_output, stop_ids=(EOS, ord("\n"))) if heads else []
+    out = list(texts)
+    for i, head, answer in zip(rows, heads, answers):
+        out[i] = head + answer.split("\n")[0] + "\n"
+    return out
 
 
 def refilter(result: SelfInstructResult, threshold: float, require_rule: bool = True) -> SelfInstructResult:
@@ -351,3 +464,17 @@ def train_students(base: torch.nn.Module, datasets: dict[str, Sequence[Instructi
 def compare_students(students: dict[str, torch.nn.Module], heldout: Sequence[Instruction]) -> dict[str, dict]:
     """`instruct.evaluate` of every student on the same held-out records."""
     return {name: evaluate(model, heldout) for name, model in students.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Train and ship the self-instruct teacher, or report on it.")
+    parser.add_argument("--train-teacher", action="store_true", help="train with TEACHER_RECIPE and save it")
+    parser.add_argument("--steps", type=int, default=TEACHER_RECIPE["steps"])
+    args = parser.parse_args()
+    if args.train_teacher:
+        build_teacher(steps=args.steps)
+    print(json.dumps({k: v for k, v in manifest("teacher").items() if k in ("teacher", "metrics")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

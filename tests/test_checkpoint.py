@@ -30,7 +30,7 @@ def test_base_does_not_know_the_qa_format(base):
 
 
 def test_unknown_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"available: \['tiny'\]"):
+    with pytest.raises(ValueError, match=r"available: \['teacher', 'tiny'\]"):
         load_base("huge")
 
 

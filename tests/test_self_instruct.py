@@ -4,7 +4,8 @@ from torch import nn
 
 from peftlab.data import Instruction
 from peftlab.model import ModelConfig, Transformer
-from peftlab.self_instruct import (check_tokenizers, family_of, judge, parse_task, rule_output, seed_tasks,
+from peftlab.instruct import RULES, training_records
+from peftlab.self_instruct import (TEACHER_RECIPE, check_tokenizers, family_of, judge, parse_task, rule_output, seed_tasks,
                                    self_instruct, teacher_examples, teacher_tasks)
 from peftlab.tokenizer import EOS, ByteTokenizer
 
@@ -85,7 +86,7 @@ def test_funnel_counts_each_stage_and_pool_grows():
              " Reverse the letters of the words.\nInput: zebra\nOutput: arbez\n",  # near-duplicate
              " garbage"]                                                      # malformed
     teacher = ScriptedTeacher(texts)
-    r = self_instruct(teacher, SEEDS, n=5, batch_size=5, max_new_tokens=80)
+    r = self_instruct(teacher, SEEDS, n=5, batch_size=5, max_new_tokens=80, greedy_output=False)
     assert r.funnel() == {"generated": 5, "well-formed": 4, "novel": 2, "correct": 1}
     assert [g.verdict == "kept" for g in r.generations] == [True, False, False, False, False]
     assert len(r.kept) == 1 and len(r.unfiltered) == 4
@@ -104,7 +105,7 @@ def test_refilter_with_a_looser_threshold_keeps_more():
     from peftlab.self_instruct import FunnelExplorer, refilter
     texts = [" Write the word in reverse.\nInput: tiger\nOutput: regit\n",
              " Write the word in reverse form.\nInput: zebra\nOutput: arbez\n"]  # ROUGE-L 0.91 to the first
-    r = self_instruct(ScriptedTeacher(texts), SEEDS, n=2, batch_size=2, max_new_tokens=80)
+    r = self_instruct(ScriptedTeacher(texts), SEEDS, n=2, batch_size=2, max_new_tokens=80, greedy_output=False)
     assert r.funnel()["correct"] == 1
     assert refilter(r, 1.0).funnel()["correct"] == 2
     assert FunnelExplorer(r).funnel(1.0) == {"generated": 2, "well-formed": 2, "novel": 2, "correct": 2}
@@ -116,3 +117,48 @@ def test_unverifiable_task_is_dropped_unless_allowed():
     task = Instruction("unknown", "Paint the fence green.", "fence", "green fence")
     assert judge(task, SEEDS) == ("novel", "unverifiable: no family rule matches the instruction")
     assert judge(task, SEEDS, require_rule=False) == ("correct", "kept")
+
+
+def test_teacher_records_add_inputs_but_never_a_held_out_one():
+    from peftlab.instruct import heldout_suite
+    from peftlab.self_instruct import heldout_inputs, teacher_records
+    records = teacher_records(per_family=50)
+    assert len(records) > len(training_records())
+    assert not {(r.family, r.input) for r in records} & heldout_inputs()
+    assert not {(r.family, r.input) for r in records} & {(r.family, r.input) for r in heldout_suite(per_family=16)["new inputs"]}
+    assert all(r.output == RULES[r.family](r.input) for r in records if r.family in RULES)
+
+
+def test_shipped_teacher_loads_with_its_hash_checked_and_matches_the_base_config():
+    from peftlab.checkpoint import load_base, manifest, sha256_file, CHECKPOINT_DIR
+    info = manifest("teacher")
+    assert sha256_file(CHECKPOINT_DIR / "teacher.safetensors") == info["sha256"]
+    assert info["config"] == manifest("tiny")["config"]
+    assert info["teacher"]["steps"] == TEACHER_RECIPE["steps"] and info["teacher"]["seed"] == 0
+    teacher = load_base("teacher")
+    check_tokenizers(teacher, load_base())
+
+
+def test_shipped_teacher_follows_trained_instructions_on_new_inputs():
+    from peftlab.checkpoint import load_base
+    from peftlab.instruct import evaluate, heldout_suite
+    # measured when shipped (8 per family): 21.3% overall, count 88%, uppercase 38%, the others 0%
+    scores = evaluate(load_base("teacher"), heldout_suite(per_family=8)["new inputs"])
+    assert scores["exact_match"] >= 0.15
+    assert scores["per_family"]["count"] >= 0.75 and scores["per_family"]["uppercase"] >= 0.25
+
+
+def test_shipped_teacher_manifest_records_its_funnel():
+    from peftlab.checkpoint import manifest
+    funnel = manifest("teacher")["metrics"]["self_instruct_funnel"]
+    assert list(funnel) == ["generated", "well-formed", "novel", "correct"]
+    assert funnel["generated"] >= funnel["well-formed"] >= funnel["novel"] >= funnel["correct"] >= 10
+
+
+def test_greedy_output_replaces_only_the_sampled_answer():
+    from peftlab.self_instruct import answer_greedily
+    sampled = [" Write the word in reverse.\nInput: tiger\nOutput: tigre\n", " no output line"]
+    teacher = ScriptedTeacher([" regit\n"])
+    out = answer_greedily(teacher, "Write a new task.\nTask:", sampled)
+    assert out == [" Write the word in reverse.\nInput: tiger\nOutput: regit\n", " no output line"]
+    assert teacher.calls == 1
