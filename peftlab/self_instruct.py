@@ -185,11 +185,11 @@ def teacher_examples(tasks: Sequence[Instruction], shots: int = 1, seed: int = 0
 
 
 # How the shipped teacher (peftlab/checkpoints/teacher.*) is made: `python -m peftlab.self_instruct --train-teacher`.
-TEACHER_RECIPE = {"steps": 600, "lr": 2e-3, "batch_size": 8, "warmup_steps": 30, "schedule": "cosine",
+TEACHER_RECIPE = {"steps": 700, "lr": 1e-3, "batch_size": 8, "warmup_steps": 30, "schedule": "cosine",
                   "per_family": 400, "shots": 1, "seed": 0}
 
 
-def train_teacher(base: torch.nn.Module, steps: int = 600, lr: float = 2e-3, batch_size: int = 8,
+def train_teacher(base: torch.nn.Module, steps: int = 700, lr: float = 1e-3, batch_size: int = 8,
                   warmup_steps: int = 30, schedule: str = "cosine", per_family: int = 400, shots: int = 1,
                   seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> torch.nn.Module:
     """A copy of `base` fine-tuned (seeded) on `teacher_tasks` twice over: as instructions in the

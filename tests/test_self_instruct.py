@@ -142,7 +142,7 @@ def test_shipped_teacher_loads_with_its_hash_checked_and_matches_the_base_config
 def test_shipped_teacher_follows_trained_instructions_on_new_inputs():
     from peftlab.checkpoint import load_base
     from peftlab.instruct import evaluate, heldout_suite
-    # measured when shipped (8 per family): 21.3% overall, count 88%, uppercase 38%, the others 0%
+    # measured when shipped (8 per family): 31.9% overall, count 88%, uppercase 100%, the others 0%
     scores = evaluate(load_base("teacher"), heldout_suite(per_family=8)["new inputs"])
     assert scores["exact_match"] >= 0.15
     assert scores["per_family"]["count"] >= 0.75 and scores["per_family"]["uppercase"] >= 0.25
