@@ -29,6 +29,7 @@ from torch import nn
 
 from . import lora
 from .measure import count_parameters, memory_report, time_step, train_step_fn
+from .report import mib as mebibytes
 
 TARGETS = ("q_proj", "v_proj")  # the LoRA paper's choice for GPT-3 (Hu et al. 2021, section 7.1)
 RANK, ALPHA = 8, 16
@@ -76,10 +77,6 @@ def ms(seconds: float) -> str:
 
 def count(n: float) -> str:
     return f"{int(n):,}"
-
-
-def mebibytes(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:.2f} MiB"
 
 
 def format_ratio(ratio: float) -> str:
