@@ -130,6 +130,23 @@ def check_tokenizers(teacher: torch.nn.Module, student: torch.nn.Module) -> None
 TEACHER_VOCABULARY = tuple(sorted(set(data.WORDS) | {w.lower() for ws in data.ATTRIBUTES.values() for w in ws}))
 
 
+def pseudo_word(rng: random.Random) -> str:
+    """A pronounceable made-up word of two or three syllables.
+
+    >>> pseudo_word(random.Random(0))
+    'tazwono'
+    """
+    consonants, vowels = "bcdfghklmnprstvwz", "aeiou"
+    return "".join(rng.choice(consonants) + rng.choice(vowels) + (rng.choice(consonants) if rng.random() < 0.3 else "")
+                   for _ in range(rng.randint(2, 3)))
+
+
+# Made-up words, none of them a real one of TEACHER_VOCABULARY. With 93 real words a model can
+# memorise "reverse" word by word; with thousands of made-up ones it has to learn the operation,
+# and then it applies to held-out real words too (measured in the manifest: 0% -> ... on reverse).
+PSEUDO_WORDS = tuple(sorted({pseudo_word(random.Random(f"pseudo-{i}")) for i in range(5000)} - set(TEACHER_VOCABULARY)))
+
+
 def heldout_inputs(seed: int = 0) -> set[tuple[str, str]]:
     """(family, input) pairs of the rule families in the val and test splits of `data.instructions`:
     every held-out "new input" a model is evaluated on comes from them, so no training set may
@@ -138,10 +155,10 @@ def heldout_inputs(seed: int = 0) -> set[tuple[str, str]]:
     return {(r.family, r.input) for r in split["val"] + split["test"] if r.family in RULES}
 
 
-def teacher_records(seed: int = 0, per_family: int = 400) -> list[Instruction]:
+def teacher_records(seed: int = 0, per_family: int = 800, pseudo: float = 0.7) -> list[Instruction]:
     """The teacher's larger instruction set: `training_records` (every fact question about the Q/A
-    training people) plus up to `per_family` new rule records per family with inputs from
-    TEACHER_VOCABULARY, never an input held out for that family.
+    training people) plus up to `per_family` new rule records per family, each with its words drawn
+    from PSEUDO_WORDS (probability `pseudo`) or TEACHER_VOCABULARY, never an input held out for that family.
 
     >>> records = teacher_records(per_family=10)
     >>> any((r.family, r.input) in heldout_inputs() for r in records)
@@ -153,7 +170,8 @@ def teacher_records(seed: int = 0, per_family: int = 400) -> list[Instruction]:
     for family in (f for f in TRAINED_PHRASINGS if f in RULES):
         added = 0
         for _ in range(per_family * 20):  # single-word families run out of new words first
-            r = rule_record(family, TRAINED_PHRASINGS[family], rng, TEACHER_VOCABULARY)
+            vocabulary = PSEUDO_WORDS if rng.random() < pseudo else TEACHER_VOCABULARY
+            r = rule_record(family, TRAINED_PHRASINGS[family], rng, vocabulary)
             if (family, r.input) not in seen | banned:
                 seen.add((family, r.input))
                 records.append(r)
@@ -163,12 +181,12 @@ def teacher_records(seed: int = 0, per_family: int = 400) -> list[Instruction]:
     return records
 
 
-def teacher_tasks(seed: int = 0, per_family: int = 400) -> list[Instruction]:
+def teacher_tasks(seed: int = 0, per_family: int = 800, pseudo: float = 0.7) -> list[Instruction]:
     """The teacher's instruction data: every `teacher_records` record, worded with a randomly
     chosen trained or teacher-only phrasing."""
     rng = random.Random(f"teacher-{seed}")
     return [Instruction(r.family, rng.choice([r.instruction] + TEACHER_PHRASINGS[r.family]), r.input, r.output)
-            for r in teacher_records(seed, per_family)]
+            for r in teacher_records(seed, per_family, pseudo)]
 
 
 def teacher_examples(tasks: Sequence[Instruction], shots: int = 1, seed: int = 0,
@@ -185,13 +203,13 @@ def teacher_examples(tasks: Sequence[Instruction], shots: int = 1, seed: int = 0
 
 
 # How the shipped teacher (peftlab/checkpoints/teacher.*) is made: `python -m peftlab.self_instruct --train-teacher`.
-TEACHER_RECIPE = {"steps": 700, "lr": 1e-3, "batch_size": 8, "warmup_steps": 30, "schedule": "cosine",
-                  "per_family": 400, "shots": 1, "seed": 0}
+TEACHER_RECIPE = {"steps": 4500, "lr": 1.5e-3, "batch_size": 8, "warmup_steps": 100, "schedule": "cosine",
+                  "per_family": 800, "pseudo": 0.7, "shots": 1, "seed": 0}
 
 
-def train_teacher(base: torch.nn.Module, steps: int = 700, lr: float = 1e-3, batch_size: int = 8,
-                  warmup_steps: int = 30, schedule: str = "cosine", per_family: int = 400, shots: int = 1,
-                  seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> torch.nn.Module:
+def train_teacher(base: torch.nn.Module, steps: int = 4500, lr: float = 1.5e-3, batch_size: int = 8,
+                  warmup_steps: int = 100, schedule: str = "cosine", per_family: int = 800, pseudo: float = 0.7,
+                  shots: int = 1, seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> torch.nn.Module:
     """A copy of `base` fine-tuned (seeded) on `teacher_tasks` twice over: as instructions in the
     instruction template, and as task-writing examples. The defaults are TEACHER_RECIPE.
 
@@ -199,7 +217,7 @@ def train_teacher(base: torch.nn.Module, steps: int = 700, lr: float = 1e-3, bat
     >>> teacher = train_teacher(load_base(), steps=1, batch_size=2, per_family=2)
     """
     teacher = copy.deepcopy(base)
-    tasks = teacher_tasks(seed, per_family)
+    tasks = teacher_tasks(seed, per_family, pseudo)
     examples = to_examples(tasks, DEFAULT_TEMPLATE) + teacher_examples(tasks, shots, seed)
     train(teacher, fixed_width_batches(examples, batch_size, seed=seed), steps=steps, lr=lr,
           warmup_steps=warmup_steps, schedule=schedule, seed=seed, progress=False, on_step=on_step)
@@ -209,23 +227,25 @@ def train_teacher(base: torch.nn.Module, steps: int = 700, lr: float = 1e-3, bat
 def teacher_metrics(teacher: torch.nn.Module, seed: int = 0) -> dict:
     """What the teacher's manifest pins: exact match per family on held-out new inputs (16 per
     family, the instruction template) and the funnel of a default `self_instruct` run."""
-    heldout = heldout_suite(seed, per_family=16)["new inputs"]
-    scores = evaluate(teacher, heldout)
+    suite = heldout_suite(seed, per_family=16)
+    scores, phrasings = evaluate(teacher, suite["new inputs"]), evaluate(teacher, suite["new phrasings"])
     funnel = self_instruct(teacher, seed_tasks(seed=seed), seed=seed).funnel()
     return {"new_inputs_exact_match": round(scores["exact_match"], 4),
             "new_inputs_per_family": {f: round(v, 4) for f, v in scores["per_family"].items()},
-            "new_inputs_per_family_n": len(heldout), "self_instruct_funnel": funnel}
+            "new_inputs_per_family_n": len(suite["new inputs"]),
+            "new_phrasings_exact_match": round(phrasings["exact_match"], 4), "self_instruct_funnel": funnel}
 
 
 def ship_teacher(teacher: torch.nn.Module, recipe: dict, wall_time_s: float, name: str = "teacher") -> torch.nn.Module:
     """Save `teacher` as a peftlab checkpoint, then measure the saved (fp16-stored) weights and
     write the metrics into its manifest; returns the model as `load_base(name)` gives it."""
-    tasks = teacher_tasks(recipe["seed"], recipe["per_family"])
+    tasks = teacher_tasks(recipe["seed"], recipe["per_family"], recipe["pseudo"])
     info = {"command": "python -m peftlab.self_instruct --train-teacher",
             "teacher": {**recipe, "base": "tiny", "wall_time_s": round(wall_time_s, 1),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
-                        "data": f"{len(tasks)} teacher_tasks (instruction template) + the same tasks as "
-                                "task-writing examples (TASK_HEADER, one shot)"}}
+                        "data": f"{len(tasks)} teacher_tasks ({recipe['pseudo']:.0%} of the added rule records on "
+                                "made-up words; instruction template) + the same tasks as task-writing examples "
+                                "(TASK_HEADER, one shot)"}}
     save_checkpoint(teacher, name, info)
     shipped = load_base(name)
     save_checkpoint(shipped, name, {**info, "metrics": teacher_metrics(shipped, recipe["seed"])})

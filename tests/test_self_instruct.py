@@ -129,6 +129,17 @@ def test_teacher_records_add_inputs_but_never_a_held_out_one():
     assert all(r.output == RULES[r.family](r.input) for r in records if r.family in RULES)
 
 
+def test_made_up_words_are_never_real_ones_and_feed_the_teacher():
+    from peftlab.data import WORDS
+    from peftlab.self_instruct import PSEUDO_WORDS, TEACHER_VOCABULARY, teacher_records
+    assert len(PSEUDO_WORDS) > 4000 and not set(PSEUDO_WORDS) & (set(TEACHER_VOCABULARY) | set(WORDS))
+    added = teacher_records(per_family=200)[len(training_records(facts_per_family=10_000)):]
+    words = [w for r in added if r.family in ("reverse", "repeat", "count") for w in r.input.split()]
+    made_up = sum(w in PSEUDO_WORDS for w in words) / len(words)
+    assert 0.6 <= made_up <= 0.95  # pseudo=0.7 of the draws, more once the unused real words run out
+    assert not any(w in PSEUDO_WORDS for r in teacher_records(per_family=50, pseudo=0.0) for w in r.input.split())
+
+
 def test_shipped_teacher_loads_with_its_hash_checked_and_matches_the_base_config():
     from peftlab.checkpoint import load_base, manifest, sha256_file, CHECKPOINT_DIR
     info = manifest("teacher")
@@ -142,10 +153,14 @@ def test_shipped_teacher_loads_with_its_hash_checked_and_matches_the_base_config
 def test_shipped_teacher_follows_trained_instructions_on_new_inputs():
     from peftlab.checkpoint import load_base
     from peftlab.instruct import evaluate, heldout_suite
-    # measured when shipped (8 per family): 31.9% overall, count 88%, uppercase 100%, the others 0%
-    scores = evaluate(load_base("teacher"), heldout_suite(per_family=8)["new inputs"])
-    assert scores["exact_match"] >= 0.15
-    assert scores["per_family"]["count"] >= 0.75 and scores["per_family"]["uppercase"] >= 0.25
+    # measured when shipped (8 per family): new inputs 57.4% (count 100%, uppercase 88%, repeat 75%,
+    # first_letters 75%, reverse and sort 0%); new phrasings 29.8% (repeat 75%, uppercase 75%)
+    teacher, suite = load_base("teacher"), heldout_suite(per_family=8)
+    scores = evaluate(teacher, suite["new inputs"])
+    assert scores["exact_match"] >= 0.45
+    assert min(scores["per_family"][f] for f in ("count", "uppercase", "repeat", "first_letters")) >= 0.5
+    # the copying families were learned from made-up words, so they apply to real words never trained on
+    assert evaluate(teacher, suite["new phrasings"])["exact_match"] >= 0.2
 
 
 def test_shipped_teacher_manifest_records_its_funnel():
