@@ -172,7 +172,7 @@ def teacher_records(seed: int = 0, per_family: int = 800, pseudo: float = 0.7) -
         for _ in range(per_family * 20):  # single-word families run out of new words first
             vocabulary = PSEUDO_WORDS if rng.random() < pseudo else TEACHER_VOCABULARY
             r = rule_record(family, TRAINED_PHRASINGS[family], rng, vocabulary)
-            if (family, r.input) not in seen | banned:
+            if (family, r.input) not in seen and (family, r.input) not in banned:
                 seen.add((family, r.input))
                 records.append(r)
                 added += 1
@@ -209,7 +209,8 @@ TEACHER_RECIPE = {"steps": 4500, "lr": 1.5e-3, "batch_size": 8, "warmup_steps": 
 
 def train_teacher(base: torch.nn.Module, steps: int = 4500, lr: float = 1.5e-3, batch_size: int = 8,
                   warmup_steps: int = 100, schedule: str = "cosine", per_family: int = 800, pseudo: float = 0.7,
-                  shots: int = 1, seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> torch.nn.Module:
+                  shots: int = 1, seed: int = 0,
+                  on_step: Callable[[int, float], None] | None = None) -> torch.nn.Module:
     """A copy of `base` fine-tuned (seeded) on `teacher_tasks` twice over: as instructions in the
     instruction template, and as task-writing examples. The defaults are TEACHER_RECIPE.
 

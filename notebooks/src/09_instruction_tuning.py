@@ -126,18 +126,25 @@ tune(tuned_lora, lr=LORA_LR)
 results["LoRA r=8"] = held_out(tuned_lora)
 
 # %% [markdown]
-# ## The same base, instruction-tuned on more data
+# ## The same base, instruction-tuned on more and more varied data
 #
 # A minute of CPU is a few passes over the data at most. For reference, the *teacher* of notebook 19 is the same
-# base model instruction-tuned for longer on about three times more records (more inputs per family, several
-# wordings per instruction, and the same tasks in a task-writing format). It ships with peftlab; it was made once
-# by `python -m peftlab.self_instruct --train-teacher`. It never saw the held-out inputs, the new phrasings of
+# base model instruction-tuned far longer on many more records: the same instructions plus a few extra wordings,
+# with the words of most inputs *made up* (`PSEUDO_WORDS` such as "dotavi", "sinawe"), and the same tasks in a
+# task-writing format.
+# With only 40 real words a model can memorise the answer for each word; with thousands of made-up ones it has
+# to learn the operation. It ships with peftlab; it was made once by
+# `python -m peftlab.self_instruct --train-teacher`. It never saw the held-out inputs, the new phrasings of
 # PARAPHRASES, the new families, or the held-out people's facts.
 
 # %%
+from peftlab.self_instruct import teacher_tasks
+
 teacher = load_base("teacher", device=device)
 made = manifest("teacher")["teacher"]
 print(f"shipped teacher: {made['steps']} steps, batch {made['batch_size']}, lr {made['lr']}, on {made['data']}")
+print(f"records: {len(teacher_tasks(made['seed'], made['per_family'], made['pseudo'])):,} vs {len(records):,} live; "
+      f"examples seen: {made['steps'] * made['batch_size']:,} vs {STEPS * BATCH:,} live")
 results["more data (shipped teacher)"] = held_out(teacher)
 
 # %% [markdown]
@@ -177,15 +184,17 @@ plt.tight_layout(); plt.show()
 #   style of its pre-training corpus instead of answering.
 # - **new inputs** (trained instruction, unseen input) is where tuning pays first; which families reach exact matches
 #   within the CPU budget is in the per-family table (families whose answer is short, like `count`, come first).
-# - **new phrasings** and **new families** stay at or near zero exact matches even where the new inputs are
-#   answered: the response loss drops (the model learned the format and the style of answers), but the model
-#   does not map an unseen wording to a known operation, let alone compose a new operation.
+# - **new phrasings** and **new families** stay at or near zero exact matches for the live runs even where new
+#   inputs are answered: the response loss drops (the model learned the format and the style of answers), but a
+#   minute of tuning does not map an unseen wording to a known operation, let alone compose a new operation.
 # - **held-out facts**: the answers are in the base model (notebook 10), and the format is learned, but in this
 #   budget the fact questions are a sixth of a mixed training set; compare notebook 10, where a Q/A-only set
 #   transfers to held-out people.
-# - **more data (shipped teacher)**: the same base trained ten times longer on three times the records. Its response
-#   loss is lower on every held-out set and it answers more new inputs, yet new phrasings and new families stay
-#   where the live model left them: more data of the same instructions buys more of the same skill, not transfer.
+# - **more data (shipped teacher)**: trained on made-up words as well as real ones, it had to learn operations,
+#   not a table of answers, and it answers held-out inputs of the families that copy letters (the per-family table
+#   shows which: reversal and sorting stay out of reach at this size). It is also the one model here that follows
+#   *new wordings* of trained instructions ("Say the word three times."), yet new families stay at zero: it maps
+#   an unseen wording onto an operation it knows; it does not invent a new operation.
 #
 # Loss masking: compare the two full fine-tuning rows (printed below). Masking the prompt is the usual choice,
 # but it is a choice with evidence on both sides: Shi et al. 2024 ("Instruction Tuning With Loss Over
@@ -203,8 +212,10 @@ print(f"new inputs, exact match: response-only {full['new inputs']['exact_match'
       f"whole sequence {full_all['new inputs']['exact_match']:.1%}, LoRA {lora_res['new inputs']['exact_match']:.1%}")
 print(f"new inputs, response loss: response-only {full['new inputs']['loss']:.3f}, "
       f"whole sequence {full_all['new inputs']['loss']:.3f}, LoRA {lora_res['new inputs']['loss']:.3f}")
-unseen = ("new phrasings", "new families")
-print(f"unseen phrasings and families, mean exact match after tuning: {mean_em(full, unseen):.1%}")
+teacher_res = results["more data (shipped teacher)"]
+for s in ("new phrasings", "new families"):
+    print(f"{s}, exact match: base {base_res[s]['exact_match']:.1%}, live full FT {full[s]['exact_match']:.1%}, "
+          f"shipped teacher {teacher_res[s]['exact_match']:.1%}")
 
 # %% [markdown]
 # ## Claim check
@@ -219,10 +230,18 @@ display(claim_check([
      "FLAN; LIMA (notebook 10)",
      f"response loss on new inputs {base_res['new inputs']['loss']:.2f} → {full['new inputs']['loss']:.2f}",
      full["new inputs"]["loss"] < base_res["new inputs"]["loss"] / 2),
-    ("an instruction-tuned model follows unseen instructions",
+    ("an instruction-tuned model follows unseen wordings of known instructions",
+     "FLAN: instruction templates vary the wording of each task",
+     f"new phrasings: base {base_res['new phrasings']['exact_match']:.0%} → teacher "
+     f"{teacher_res['new phrasings']['exact_match']:.0%} "
+     f"(live, {STEPS} steps: {full['new phrasings']['exact_match']:.0%})",
+     teacher_res["new phrasings"]["exact_match"] > max(0.1, base_res["new phrasings"]["exact_match"])),
+    ("an instruction-tuned model follows unseen tasks",
      "FLAN 137B beats zero-shot GPT-3 175B on 20 of 25 held-out datasets; hurts at <= 8B",
-     f"3.3M model, new phrasings + new families: {mean_em(base_res, unseen):.0%} → {mean_em(full, unseen):.0%}",
-     "holds only at scale" if mean_em(full, unseen) <= 0.1 else mean_em(full, unseen) > mean_em(base_res, unseen)),
+     f"3.3M model, new families: base {base_res['new families']['exact_match']:.0%} → teacher "
+     f"{teacher_res['new families']['exact_match']:.0%}",
+     "holds only at scale" if teacher_res["new families"]["exact_match"] <= 0.1 else
+     teacher_res["new families"]["exact_match"] > base_res["new families"]["exact_match"]),
     ("loss on response tokens only is better",
      "standard practice (FLAN, Alpaca); an ablation, not a law",
      f"new-input exact match {full['new inputs']['exact_match']:.0%} vs {full_all['new inputs']['exact_match']:.0%}, "
@@ -230,8 +249,8 @@ display(claim_check([
     ("more instruction data teaches more (same base)",
      "FLAN: more tasks and templates help; LIMA: quality over quantity",
      f"new-input exact match: {full['new inputs']['exact_match']:.0%} (live, {STEPS} steps) vs "
-     f"{results['more data (shipped teacher)']['new inputs']['exact_match']:.0%} (teacher)",
-     results["more data (shipped teacher)"]["new inputs"]["exact_match"] > full["new inputs"]["exact_match"]),
+     f"{teacher_res['new inputs']['exact_match']:.0%} (teacher)",
+     teacher_res["new inputs"]["exact_match"] > full["new inputs"]["exact_match"]),
     ("a small instruction-tuned model can beat a much larger base",
      "InstructGPT 1.3B (SFT + RLHF) preferred over GPT-3 175B",
      "not measured here: one base size", "not tested"),
@@ -258,9 +277,11 @@ instruct.InstructionExplorer({"base": base, "instruction-tuned": tuned, "LoRA": 
 # - The loss usually sits on the response only; measured here against the whole-sequence loss with everything else
 #   equal (table above). It is an ablation to run, not a law: with short answers and little data, loss on the
 #   prompt as well can help (Shi et al. 2024).
-# - What transfers at 3.3M parameters: the format, and new inputs to trained instructions (family by family).
-#   What does not: new wordings and new tasks. FLAN found the same below about 8B parameters; following truly
-#   new instructions is a property of scale plus instruction diversity, not of the method alone.
+# - What transfers at 3.3M parameters: the format at once; new inputs to trained instructions once the inputs
+#   are varied enough that memorising them is no option (made-up words); and, with that, some new wordings of
+#   trained instructions. What does not: new tasks. FLAN found no transfer to unseen tasks below about 8B
+#   parameters; following truly new instructions is a property of scale plus instruction diversity, not of the
+#   method alone.
 # - LoRA reaches the same kind of behaviour while training a few percent of the parameters (notebooks 03, 04).
 #
 # **Follow-up questions to expect**
