@@ -19,11 +19,12 @@ The paper's loop, at peftlab's scale:
      paper has no such check; a rule is available here because the tasks come from known families;
 4. kept tasks join the pool and can appear as shots for the next generations.
 
-The teacher is the base model instruction-tuned on about three times the students' data
-(`teacher_tasks`: more inputs per family, never a held-out one, and several wordings), both in the
-instruction template and in TASK_FORMAT, so it has learned to answer tasks and to write them. It
-ships as a checkpoint like the base model: `python -m peftlab.self_instruct --train-teacher` trains
-it with TEACHER_RECIPE and fixed seeds, and `load_base("teacher")` loads it with its hash checked.
+The teacher is the base model instruction-tuned for far longer on far more data than the students
+(`teacher_tasks`: more inputs per family, most of them made-up words so the operations must be learned
+rather than memorised, never a held-out one, and several wordings), both in the instruction template and
+in TASK_FORMAT, so it has learned to answer tasks and to write them. It ships as a checkpoint like
+the base model: `python -m peftlab.self_instruct --train-teacher` trains it with TEACHER_RECIPE and
+fixed seeds, and `load_base("teacher")` loads it with its hash checked.
 The student starts from the base model.
 """
 
@@ -141,9 +142,10 @@ def pseudo_word(rng: random.Random) -> str:
                    for _ in range(rng.randint(2, 3)))
 
 
-# Made-up words, none of them a real one of TEACHER_VOCABULARY. With 93 real words a model can
-# memorise "reverse" word by word; with thousands of made-up ones it has to learn the operation,
-# and then it applies to held-out real words too (measured in the manifest: 0% -> ... on reverse).
+# Made-up words, none of them a real one of TEACHER_VOCABULARY. With 93 real words a model can memorise
+# each family's answers word by word; with thousands of made-up ones it has to learn the operation, which
+# then applies to held-out real words too (held-out repeat and first_letters: 0% for a teacher trained on
+# real words only, 56% with made-up ones; reverse stays at 0%).
 PSEUDO_WORDS = tuple(sorted({pseudo_word(random.Random(f"pseudo-{i}")) for i in range(5000)} - set(TEACHER_VOCABULARY)))
 
 
