@@ -182,8 +182,9 @@ for name, s in scores.items():
 # run can learn: the answer format, and families with short answers such as `count`, in exact match; how well the
 # right answers are predicted, in the response loss. Without generated data the student has seen three examples
 # per family; the generated tasks add instances of the same families, filtered or not, and the held-out response
-# loss shows what that buys. Unfiltered data adds more tasks, including the wrong ones; filtered data is fewer but clean.
-# Which wins on each measure is printed above and judged in the claim check below.
+# loss shows what that buys. Unfiltered data adds more tasks, including the wrong ones; filtered data is fewer but
+# clean. Which wins on each measure is printed above and judged in the claim check below.
+#
 # Note what the ROUGE-L filter does here: the teacher mostly reuses wordings it was trained on, so most novelty
 # rejections are repeats or near-copies of a pooled instruction, as in the paper.
 #
