@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import random
 import re
@@ -142,11 +143,16 @@ def pseudo_word(rng: random.Random) -> str:
                    for _ in range(rng.randint(2, 3)))
 
 
-# Made-up words, none of them a real one of TEACHER_VOCABULARY. With 93 real words a model can memorise
-# each family's answers word by word; with thousands of made-up ones it has to learn the operation, which
-# then applies to held-out real words too (held-out repeat and first_letters: 0% for a teacher trained on
-# real words only, 56% with made-up ones; reverse stays at 0%).
-PSEUDO_WORDS = tuple(sorted({pseudo_word(random.Random(f"pseudo-{i}")) for i in range(5000)} - set(TEACHER_VOCABULARY)))
+@functools.cache
+def pseudo_words() -> tuple[str, ...]:
+    """Made-up words, none of them a real one of TEACHER_VOCABULARY (built on first use, not at import).
+
+    With 93 real words a model can memorise each family's answers word by word; with thousands of
+    made-up ones it has to learn the operation, which then applies to held-out real words too
+    (held-out repeat and first_letters: 0% for a teacher trained on real words only, 56% with
+    made-up ones; reverse stays at 0%).
+    """
+    return tuple(sorted({pseudo_word(random.Random(f"pseudo-{i}")) for i in range(5000)} - set(TEACHER_VOCABULARY)))
 
 
 def heldout_inputs(seed: int = 0) -> set[tuple[str, str]]:
@@ -160,7 +166,7 @@ def heldout_inputs(seed: int = 0) -> set[tuple[str, str]]:
 def teacher_records(seed: int = 0, per_family: int = 800, pseudo: float = 0.7) -> list[Instruction]:
     """The teacher's larger instruction set: `training_records` (every fact question about the Q/A
     training people) plus up to `per_family` new rule records per family, each with its words drawn
-    from PSEUDO_WORDS (probability `pseudo`) or TEACHER_VOCABULARY, never an input held out for that family.
+    from `pseudo_words()` (probability `pseudo`) or TEACHER_VOCABULARY, never an input held out for that family.
 
     >>> records = teacher_records(per_family=10)
     >>> any((r.family, r.input) in heldout_inputs() for r in records)
@@ -172,7 +178,7 @@ def teacher_records(seed: int = 0, per_family: int = 800, pseudo: float = 0.7) -
     for family in (f for f in TRAINED_PHRASINGS if f in RULES):
         added = 0
         for _ in range(per_family * 20):  # single-word families run out of new words first
-            vocabulary = PSEUDO_WORDS if rng.random() < pseudo else TEACHER_VOCABULARY
+            vocabulary = pseudo_words() if rng.random() < pseudo else TEACHER_VOCABULARY
             r = rule_record(family, TRAINED_PHRASINGS[family], rng, vocabulary)
             if (family, r.input) not in seen and (family, r.input) not in banned:
                 seen.add((family, r.input))
@@ -432,6 +438,20 @@ def refilter(result: SelfInstructResult, threshold: float, require_rule: bool = 
     return out
 
 
+def plot_funnel(counts: dict[str, int], title: str) -> None:
+    """The funnel as horizontal bars, first stage on top, each labelled with its count."""
+    import matplotlib.pyplot as plt
+    stages, values = list(counts)[::-1], list(counts.values())[::-1]
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    ax.barh(stages, values, color="#4c72b0")
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v}", va="center")
+    ax.set_xlabel("generations")
+    ax.set_title(title)
+    plt.tight_layout()
+    plt.show()
+
+
 class FunnelExplorer:
     """Move the ROUGE-L threshold and watch how many generations each filter keeps.
 
@@ -452,17 +472,10 @@ class FunnelExplorer:
         return refilter(self.result, threshold).funnel()
 
     def update(self, _=None) -> dict[str, int]:
-        import matplotlib.pyplot as plt
         counts = self.funnel(self.threshold.value)
         with self.plot:
             self.plot.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(6, 2.6))
-            ax.barh(list(counts)[::-1], list(counts.values())[::-1], color="#4c72b0")
-            for y, v in enumerate(list(counts.values())[::-1]):
-                ax.text(v, y, f" {v}", va="center")
-            ax.set_xlabel("generations")
-            ax.set_title(f"funnel at ROUGE-L threshold {self.threshold.value:.2f}")
-            plt.show()
+            plot_funnel(counts, f"funnel at ROUGE-L threshold {self.threshold.value:.2f}")
         return counts
 
     def show(self) -> None:

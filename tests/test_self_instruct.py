@@ -131,7 +131,8 @@ def test_teacher_records_add_inputs_but_never_a_held_out_one():
 
 def test_made_up_words_are_never_real_ones_and_feed_the_teacher():
     from peftlab.data import WORDS
-    from peftlab.self_instruct import PSEUDO_WORDS, TEACHER_VOCABULARY, teacher_records
+    from peftlab.self_instruct import TEACHER_VOCABULARY, pseudo_words, teacher_records
+    PSEUDO_WORDS = pseudo_words()
     assert len(PSEUDO_WORDS) > 4000 and not set(PSEUDO_WORDS) & (set(TEACHER_VOCABULARY) | set(WORDS))
     added = teacher_records(per_family=200)[len(training_records(facts_per_family=10_000)):]
     words = [w for r in added if r.family in ("reverse", "repeat", "count") for w in r.input.split()]

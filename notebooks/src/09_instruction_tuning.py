@@ -47,7 +47,7 @@ from peftlab import instruct
 from peftlab.checkpoint import manifest
 from peftlab.instruct import DEFAULT_TEMPLATE, evaluate, fixed_width_batches, to_examples
 from peftlab.train import train
-from peftlab.report import table, claim_check
+from peftlab.report import table, claim_check, better_by_both
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -130,7 +130,7 @@ results["LoRA r=8"] = held_out(tuned_lora)
 #
 # A minute of CPU is a few passes over the data at most. For reference, the *teacher* of notebook 19 is the same
 # base model instruction-tuned far longer on many more records: the same instructions plus a few extra wordings,
-# with the words of most inputs *made up* (`PSEUDO_WORDS` such as "dotavi", "sinawe"), and the same tasks in a
+# with the words of most inputs *made up* (`pseudo_words()` such as "dotavi", "sinawe"), and the same tasks in a
 # task-writing format.
 # With only 40 real words a model can memorise the answer for each word; with thousands of made-up ones it has
 # to learn the operation. It ships with peftlab; it was made once by
@@ -221,10 +221,7 @@ for s in ("new phrasings", "new families"):
 # ## Claim check
 
 # %%
-em_says = full["new inputs"]["exact_match"] > full_all["new inputs"]["exact_match"]
-loss_says = full["new inputs"]["loss"] < full_all["new inputs"]["loss"]
-masking_verdict = (em_says and loss_says) if em_says == loss_says else \
-    f"mixed: {'exact match' if em_says else 'loss'} favours masking, {'loss' if em_says else 'exact match'} does not"
+masking_verdict = better_by_both(full["new inputs"], full_all["new inputs"], "masking")
 display(claim_check([
     ("instruction tuning teaches the format: the base only continues text",
      "FLAN; LIMA (notebook 10)",

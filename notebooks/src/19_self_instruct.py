@@ -38,7 +38,7 @@ from peftlab import load_base, rouge
 from peftlab import self_instruct as si
 from peftlab.checkpoint import manifest
 from peftlab.instruct import evaluate, heldout_suite
-from peftlab.report import table, claim_check
+from peftlab.report import table, claim_check, better_by_both
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -126,12 +126,7 @@ for key, gens in shown.items():
         print(f"[{g.verdict[:70]}]\n    {what}")
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 2.6))
-ax.barh(list(funnel)[::-1], list(funnel.values())[::-1], color="#4c72b0")
-for yy, v in enumerate(list(funnel.values())[::-1]):
-    ax.text(v, yy, f" {v}", va="center")
-ax.set_xlabel("generations"); ax.set_title("self-instruct funnel (ROUGE-L < 0.7)")
-plt.tight_layout(); plt.show()
+si.plot_funnel(funnel, "self-instruct funnel (ROUGE-L < 0.7)")
 
 # %% [markdown]
 # ## Three students, trained the same way
@@ -193,14 +188,6 @@ for name, s in scores.items():
 # %%
 filtered, unfiltered, seeds_only = (scores[k] for k in ["seeds + filtered", "seeds + unfiltered", "seeds only"])
 
-
-def verdict(a, b, what):
-    """True or False where exact match and response loss agree that `a` beats `b`; otherwise which one says so."""
-    em, loss = a["exact_match"] > b["exact_match"], a["loss"] < b["loss"]
-    if em == loss:
-        return em
-    return f"mixed: {'exact match' if em else 'loss'} favours {what}, {'loss' if em else 'exact match'} does not"
-
 best_student = max(s["exact_match"] for s in scores.values())
 display(claim_check([
     ("Alpaca was trained on GPT-4 outputs", "Alpaca: text-davinci-003, 52K examples, < $500",
@@ -214,11 +201,11 @@ display(claim_check([
     ("generated data improves the student over the seeds alone", "Self-Instruct: +33% on SuperNI over vanilla GPT-3",
      f"filtered {filtered['exact_match']:.0%} / {filtered['loss']:.3f} vs seeds only "
      f"{seeds_only['exact_match']:.0%} / {seeds_only['loss']:.3f} (exact match / loss)",
-     verdict(filtered, seeds_only, "generated data") if result.kept else "not tested: no generation passed"),
+     better_by_both(filtered, seeds_only, "generated data") if result.kept else "not tested: no generation passed"),
     ("filtering the generated data helps", "Self-Instruct filters by ROUGE-L and heuristics",
      f"filtered {filtered['exact_match']:.0%} / {filtered['loss']:.3f} vs unfiltered "
      f"{unfiltered['exact_match']:.0%} / {unfiltered['loss']:.3f} (exact match / loss)",
-     verdict(filtered, unfiltered, "filtering")),
+     better_by_both(filtered, unfiltered, "filtering")),
 ]))
 
 # %% [markdown]
