@@ -10,7 +10,8 @@ from .checkpoint import available, load_base
 from .measure import count_parameters, memory_report
 from .model import ModelConfig, Transformer
 from .tokenizer import ByteTokenizer
-from .train import History, evaluate_loss, exact_match
+from .evaluate import evaluate_loss, exact_match
+from .train import History
 
 __version__ = "0.1.0"
 __all__ = ["available", "load_base", "count_parameters", "memory_report", "ModelConfig", "Transformer",

@@ -43,6 +43,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .checks import positive_int
+
 PLACEMENTS = {"attn": "self_attn", "mlp": "mlp"}  # placement -> the Block attribute it wraps
 NONLINEARITIES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -155,9 +157,10 @@ def _check_known(model: nn.Module, name: str) -> None:
 
 
 def add(model: nn.Module, bottleneck: int = 16, name: str = "default", placement: Sequence[str] = ("mlp",),
-        nonlinearity: str = "relu") -> None:
+        nonlinearity: str = "relu") -> nn.Module:
     """Add a bottleneck adapter of size m = `bottleneck` in every layer, make it the active one,
-    and freeze everything else (stage 1: train it with `peftlab.train`).
+    and freeze everything else (stage 1: train it with `peftlab.train`). Returns `model`
+    (changed in place), as `lora.add` does.
 
     `placement` picks the sublayers it follows: ("mlp",) or ("attn", "mlp") as in Houlsby.
     Adds n_layers * len(placement) * (2*d*m + m + d) parameters.
@@ -165,13 +168,12 @@ def add(model: nn.Module, bottleneck: int = 16, name: str = "default", placement
     >>> from peftlab.model import ModelConfig, Transformer
     >>> from peftlab.measure import count_parameters
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
-    >>> add(model, bottleneck=4, placement=("attn", "mlp"))
+    >>> model = add(model, bottleneck=4, placement=("attn", "mlp"))
     >>> count_parameters(model).trainable == 2 * 2 * (2 * 32 * 4 + 4 + 32)
     True
     """
     placement = (placement,) if isinstance(placement, str) else tuple(placement)
-    if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or bottleneck < 1:
-        raise ValueError(f"bottleneck must be a positive int (the bottleneck size m), got {bottleneck!r}")
+    positive_int(bottleneck, "bottleneck")  # the bottleneck size m
     if not placement or len(set(placement)) != len(placement) or not set(placement) <= set(PLACEMENTS):
         raise ValueError(f"placement must be a non-empty tuple of distinct values from {tuple(PLACEMENTS)}, "
                          f"got {placement!r}")
@@ -187,6 +189,7 @@ def add(model: nn.Module, bottleneck: int = 16, name: str = "default", placement
             adapter = BottleneckAdapter(model.config.d_model, bottleneck, nonlinearity)
             getattr(block, attr).adapters[name] = adapter.to(device=ref.device, dtype=ref.dtype)
     set_active(model, name)
+    return model
 
 
 def set_active(model: nn.Module, name: str) -> None:
@@ -260,7 +263,7 @@ def add_fusion(model: nn.Module, names: Sequence[str], name: str = "fusion") -> 
 
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
-    >>> add(model, 4, name="qa"); add(model, 4, name="sql"); add_fusion(model, ["qa", "sql"])
+    >>> model = add(add(model, 4, name="qa"), 4, name="sql"); add_fusion(model, ["qa", "sql"])
     >>> sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * 3 * 32 ** 2
     True
     """
@@ -288,7 +291,7 @@ def fusion_weights(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     >>> import torch
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
-    >>> add(model, 4, name="qa"); add(model, 4, name="sql"); add_fusion(model, ["qa", "sql"])
+    >>> model = add(add(model, 4, name="qa"), 4, name="sql"); add_fusion(model, ["qa", "sql"])
     >>> fusion_weights(model, torch.zeros(3, 5, dtype=torch.long)).shape
     torch.Size([2, 3, 5, 2])
     """
@@ -299,29 +302,3 @@ def fusion_weights(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         w.last_fusion_weights = None
     model(ids)
     return torch.stack([w.last_fusion_weights for w in layers])
-
-
-def plot_fusion_weights(weights: torch.Tensor, adapter_names: Sequence[str], ax=None):
-    """Heatmap of the mean fusion weight (over batch and tokens) per fusion layer and adapter.
-    Padding tokens count too: slice `weights` first to leave them out. Returns the Axes.
-
-    >>> import torch
-    >>> ax = plot_fusion_weights(torch.full((2, 1, 3, 2), 0.5), ["qa", "sql"])
-    """
-    import matplotlib.pyplot as plt
-
-    if weights.dim() != 4 or weights.shape[-1] != len(adapter_names):
-        raise ValueError(f"weights must have shape (layers, batch, seq, {len(adapter_names)}) to match "
-                         f"adapter_names, got {tuple(weights.shape)}")
-    mean = weights.float().mean(dim=(1, 2)).cpu()  # (layers, n_adapters)
-    if ax is None:
-        ax = plt.subplots(figsize=(1.5 + 1.2 * mean.shape[1], 1.0 + 0.5 * mean.shape[0]))[1]
-    image = ax.imshow(mean.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    for i, row in enumerate(mean.tolist()):
-        for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.5 else "black")
-    ax.set_xticks(range(mean.shape[1]), list(adapter_names))
-    ax.set_yticks(range(mean.shape[0]))
-    ax.set(xlabel="adapter", ylabel="fusion layer", title="mean AdapterFusion weight")
-    ax.figure.colorbar(image, ax=ax)
-    return ax

@@ -21,15 +21,16 @@ import copy
 import importlib.util
 import platform
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from . import lora
-from .measure import count_parameters, memory_report, time_step, train_step_fn
-from .report import mib as mebibytes
+from . import methods
+from .measure import (count_parameters, forward_fn, interleaved_samples, memory_report, mib, paired_ratio,
+                      train_step_fn)
 
 TARGETS = ("q_proj", "v_proj")  # the LoRA paper's choice for GPT-3 (Hu et al. 2021, section 7.1)
 RANK, ALPHA = 8, 16
@@ -104,60 +105,6 @@ def format_table(rows: list[Row], title: str = "") -> str:
     return "\n".join(lines)
 
 
-# --- measuring ---------------------------------------------------------------------------------
-
-def interleaved_samples(fns: dict[str, Callable[[], object]], rounds: int,
-                        warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds of every timed call of each function, measured in alternation.
-
-    Round i calls every function once, in order on even rounds and in reverse on odd ones (A B, B A,
-    ...), each call timed by `measure.time_step` (CUDA synchronized around it). Entry i of every list
-    belongs to round i, so two candidates can be compared round by round (`paired_ratio`).
-
-    >>> s = interleaved_samples({"a": lambda: None, "b": lambda: sum(range(1000))}, rounds=3)
-    >>> [len(v) for v in s.values()]
-    [3, 3]
-    """
-    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
-        raise TypeError(f"fns must be a non-empty dict of name -> callable, got {fns!r}")
-    for value, name, least in ((rounds, "rounds", 1), (warmup, "warmup", 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    names, samples = list(fns), {name: [] for name in fns}
-    for i in range(rounds):
-        for name in names if i % 2 == 0 else reversed(names):
-            samples[name].append(time_step(fns[name], warmup=0, repeats=1))
-    return samples
-
-
-def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, measured in alternation (`interleaved_samples`).
-
-    >>> sorted(interleaved_times({"a": lambda: None, "b": lambda: None}, rounds=3))
-    ['a', 'b']
-    """
-    return {name: statistics.median(ts) for name, ts in interleaved_samples(fns, rounds, warmup).items()}
-
-
-def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:
-    """Median over rounds of numerator / denominator, each round's two calls timed side by side: a
-    slow spell of the machine inflates both and cancels, where a ratio of two medians keeps it.
-
-    >>> paired_ratio({"a": [1.0, 4.0, 3.0], "b": [2.0, 8.0, 2.0]}, "a", "b")
-    0.5
-    """
-    for name in (numerator, denominator):
-        if name not in samples:
-            raise ValueError(f"{name!r} is not among the measured candidates {sorted(samples)}")
-    if len(samples[numerator]) != len(samples[denominator]) or not samples[numerator]:
-        raise ValueError(f"{numerator!r} and {denominator!r} need the same, non-zero number of rounds, got "
-                         f"{len(samples[numerator])} and {len(samples[denominator])}")
-    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator]))
-
-
 def timing_row(quantity: str, samples: dict[str, list[float]], numerator: str, denominator: str,
                limit: float | None = None) -> Row:
     """The Row for two timed candidates: their median times, and the paired ratio as the ratio.
@@ -169,18 +116,6 @@ def timing_row(quantity: str, samples: dict[str, list[float]], numerator: str, d
     row = ratio_row(quantity, statistics.median(samples[numerator]), statistics.median(samples[denominator]),
                     ms, limit)
     return replace(row, ratio=ratio)
-
-
-def forward_fn(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
-    """A closure running one inference forward pass of `batch` (eval mode, no autograd graph)."""
-    model.eval()
-    batch = batch.to(next(model.parameters()).device)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(batch)
-
-    return forward
 
 
 class LogitsOnly(nn.Module):
@@ -232,8 +167,8 @@ def lora_rows(base: nn.Module, batch: torch.Tensor, rounds: int = 15, warmup: in
     elif peft and not peft_available():
         raise ValueError("peft=True needs `peft` and `transformers` installed (pip install peftlab[hf] peft)")
     full = copy.deepcopy(base)
-    qv = lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS)
-    every = lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=lora.ALL_LINEAR)
+    qv = methods.prepare(base, "lora", r=RANK, alpha=ALPHA, targets=TARGETS)
+    every = methods.prepare(base, "lora", r=RANK, alpha=ALPHA, targets=lora.ALL_LINEAR)
     n_full = count_parameters(full).trainable
     rows = [ratio_row("trainable parameters: LoRA r=8 q,v / full", count_parameters(qv).trainable, n_full, count),
             ratio_row("trainable parameters: LoRA r=8 all-linear / full", count_parameters(every).trainable,
@@ -249,7 +184,7 @@ def lora_rows(base: nn.Module, batch: torch.Tensor, rounds: int = 15, warmup: in
         rows += _peft_rows(base, batch, rounds, warmup)
 
     # inference: one forward pass of the batch; B made non-zero so the merge changes the weights
-    merged, unmerged = (lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS) for _ in range(2))
+    merged, unmerged = (methods.prepare(base, "lora", r=RANK, alpha=ALPHA, targets=TARGETS) for _ in range(2))
     for model in (merged, unmerged):
         randomize_lora_B(model)
     lora.merge(merged)
@@ -270,7 +205,7 @@ def _peft_rows(base: nn.Module, batch: torch.Tensor, rounds: int, warmup: int) -
     ours_hf = LogitsOnly(lora.add(to_hf(base), r=RANK, alpha=ALPHA, targets=TARGETS))
     config = peft.LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=list(TARGETS))
     theirs = LogitsOnly(peft.get_peft_model(to_hf(base), config))
-    ours = lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS)
+    ours = methods.prepare(base, "lora", r=RANK, alpha=ALPHA, targets=TARGETS)
     if count_parameters(ours_hf).trainable != count_parameters(theirs).trainable:
         raise RuntimeError("peftlab and PEFT adapters differ in size; the comparison would be unfair")
     t = interleaved_samples({"peft": train_step_fn(theirs, batch), "ours_hf": train_step_fn(ours_hf, batch),
@@ -279,89 +214,46 @@ def _peft_rows(base: nn.Module, batch: torch.Tensor, rounds: int, warmup: int) -
               (("peft", theirs), ("ours_hf", ours_hf), ("ours", ours))}
     return [timing_row("train step: peftlab / PEFT (same HF Llama)", t, "ours_hf", "peft", limit=1.0),
             timing_row("train step: peftlab (own model) / PEFT (HF Llama)", t, "ours", "peft"),
-            ratio_row("train memory: peftlab / PEFT (same HF Llama)", memory["ours_hf"], memory["peft"], mebibytes),
+            ratio_row("train memory: peftlab / PEFT (same HF Llama)", memory["ours_hf"], memory["peft"], mib),
             ratio_row("train memory: peftlab (own model) / PEFT (HF Llama)", memory["ours"], memory["peft"],
-                      mebibytes)]
+                      mib)]
 
 
 # --- memory ------------------------------------------------------------------------------------
 
-def _full(base: nn.Module) -> nn.Module:
-    return copy.deepcopy(base)
-
-
-def _lora(base: nn.Module) -> nn.Module:
-    return lora.add(copy.deepcopy(base), r=RANK, alpha=ALPHA, targets=TARGETS)
-
-
-def _qlora(base: nn.Module) -> nn.Module:
-    from . import qlora
-
-    return lora.add(qlora.quantize(copy.deepcopy(base)), r=RANK, alpha=ALPHA, targets=TARGETS)
-
-
-def _adapters(base: nn.Module) -> nn.Module:
-    from . import adapters
-
-    model = copy.deepcopy(base)
-    adapters.add(model, bottleneck=16)  # in place
-    return model
-
-
-def _prompt_tuning(base: nn.Module) -> nn.Module:
-    from . import prompt
-
-    return prompt.add(copy.deepcopy(base), n_tokens=20)
-
-
-def _prefix_tuning(base: nn.Module) -> nn.Module:
-    from . import prefix
-
-    return prefix.add(copy.deepcopy(base), n_tokens=10)  # trains through the MLP reparametrization
-
-
-def _p_tuning(base: nn.Module) -> nn.Module:
-    from . import ptuning
-
-    return ptuning.add(copy.deepcopy(base), n_tokens=20, encoder="lstm")
-
-
-# name -> a function that builds the method's trainable model from the base (a copy; the base is
-# never changed). "full" is the reference every ratio divides by; add a method with one entry.
-MEMORY_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "full": _full, "lora": _lora, "qlora": _qlora, "adapters": _adapters,
-    "prompt": _prompt_tuning, "prefix": _prefix_tuning, "ptuning": _p_tuning}
+# The methods compared, each built by `methods.prepare` with its own defaults: LoRA r=8 on q,v, QLoRA =
+# the same on the 4-bit base, bottleneck adapters m=16, 20 soft-prompt tokens, 10 prefix positions
+# through the MLP, P-tuning with 20 tokens from an LSTM encoder. "full" is the reference.
+MEMORY_METHODS = tuple(methods.BUILDERS)
 
 MEMORY_CATEGORIES = ("weights", "gradients", "optimizer", "activations", "total")
 
 
-def memory_rows(base: nn.Module, batch: torch.Tensor, methods: dict[str, Callable[[nn.Module], nn.Module]] | None = None,
+def memory_rows(base: nn.Module, batch: torch.Tensor, names: Sequence[str] = MEMORY_METHODS,
                 rounds: int = 10, warmup: int = 2) -> list[Row]:
     """Every method against full fine-tuning in one run: bytes by category (`memory_report`, one
     real training step each) and the training step time (interleaved), as ratios method / full.
 
-    `methods`: name -> builder (default `MEMORY_METHODS`: LoRA r=8 on q,v, QLoRA = the same on the
-    4-bit base, bottleneck adapters m=16, 20 soft-prompt tokens, 10 prefix positions through the MLP,
-    P-tuning with 20 tokens from an LSTM encoder); it must contain "full". Ratios of 0 mean the
-    category vanishes (a frozen base has no gradients).
+    `names`: methods of `methods.BUILDERS` (default `MEMORY_METHODS`, each with its defaults); it must
+    contain "full". Ratios of 0 mean the category vanishes (a frozen base has no gradients).
 
     >>> from peftlab import ModelConfig, Transformer
     >>> rows = memory_rows(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)),
-    ...                    torch.zeros(2, 8, dtype=torch.long), {"full": _full, "lora": _lora}, rounds=1)
+    ...                    torch.zeros(2, 8, dtype=torch.long), ("full", "lora"), rounds=1)
     >>> [r.quantity for r in rows][:2]
     ['lora / full: weights', 'lora / full: gradients']
     """
-    methods = MEMORY_METHODS if methods is None else methods
-    if not isinstance(methods, dict) or "full" not in methods or not all(callable(f) for f in methods.values()):
-        raise ValueError(f"methods must be a dict of name -> builder that contains 'full', got {methods!r}")
-    models = {name: build(base) for name, build in methods.items()}
+    if isinstance(names, str) or "full" not in names or not set(names) <= set(methods.BUILDERS):
+        raise ValueError(f"names must be a list of methods from {list(methods.BUILDERS)} that contains 'full', "
+                         f"got {names!r}")
+    models = {name: methods.prepare(base, name) for name in names}
     reports = {name: memory_report(m, batch).as_dict() for name, m in models.items()}
     samples = interleaved_samples({name: train_step_fn(m, batch) for name, m in models.items()}, rounds, warmup)
     rows = []
     for name in models:
         if name == "full":
             continue
-        rows += [ratio_row(f"{name} / full: {cat}", reports[name][cat], reports["full"][cat], mebibytes)
+        rows += [ratio_row(f"{name} / full: {cat}", reports[name][cat], reports["full"][cat], mib)
                  for cat in MEMORY_CATEGORIES]
         rows.append(timing_row(f"{name} / full: train step", samples, name, "full"))
     return rows
@@ -428,8 +320,8 @@ def _run_memory(args: argparse.Namespace) -> str:
     if args.seq > base.config.max_seq_len:
         raise SystemExit(f"--seq must be <= the model's context of {base.config.max_seq_len}, got {args.seq}")
     batch = torch.randint(0, 256, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
-    methods = {name: MEMORY_METHODS[name] for name in ["full", *args.methods] if name in MEMORY_METHODS}
-    rows = memory_rows(base, batch.to(args.device), methods, rounds=args.rounds, warmup=args.warmup)
+    names = list(dict.fromkeys(["full", *args.methods]))
+    rows = memory_rows(base, batch.to(args.device), names, rounds=args.rounds, warmup=args.warmup)
     cpu = platform.processor() or platform.machine()
     title = (f"peftlab bench memory: base {count_parameters(base).total:,} params, batch {args.batch}x{args.seq}, "
              f"fp32 + AdamW, LoRA r={RANK} alpha={ALPHA} on {','.join(TARGETS)}; bytes from memory_report, "

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .checks import positive_int
+
 METHODS = ("full", "lora", "qlora")
 PRECISIONS = ("fp32", "mixed", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
@@ -228,16 +230,11 @@ def activation_bytes_per_layer(seq_len: int, batch_size: int, hidden: int, heads
     2.671875
     """
     for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("hidden", hidden), ("heads", heads)):
-        _check_positive_int(name, value)
+        positive_int(value, name)
     s, b, h, a = seq_len, batch_size, hidden, heads
     if gradient_checkpointing:
         return 2 * s * b * h
     return s * b * h * 34 + 5 * a * s * s * b
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _layer_elements(arch: Architecture, frozen: bool, adapted: tuple[str, ...], rank: int,
@@ -282,8 +279,8 @@ def llama_activation_bytes(model: str | Architecture, batch_size: int, seq_len: 
     arch = architecture(model)
     _check("method", method, METHODS)
     _check("attention", attention, ATTENTIONS)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("seq_len", seq_len)
+    positive_int(batch_size, "batch_size")
+    positive_int(seq_len, "seq_len")
     _check("qlora_backend", qlora_backend, QLORA_BACKENDS)
     targets = _targets(lora_targets)
     tokens = batch_size * seq_len
@@ -371,9 +368,9 @@ def estimate(model: str | Architecture, method: str, batch_size: int = 1, seq_le
     """
     arch = architecture(model)
     _check("method", method, METHODS)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("lora_rank", lora_rank)
+    positive_int(batch_size, "batch_size")
+    positive_int(seq_len, "seq_len")
+    positive_int(lora_rank, "lora_rank")
     targets = _targets(lora_targets)
     per = bytes_per_parameter(method, precision, optimizer, double_quant)
     n = arch.parameters

@@ -75,6 +75,13 @@ def load_base(name: str = "tiny", device: str | torch.device = "cpu", directory:
     return model.to(device).eval()
 
 
-def manifest(name: str = "tiny") -> dict:
-    """The JSON manifest of a shipped checkpoint (config, hash, metrics, pre-training setup)."""
-    return json.loads((CHECKPOINT_DIR / f"{name}.json").read_text())
+def manifest(name: str = "tiny", directory: Path = CHECKPOINT_DIR) -> dict:
+    """The JSON manifest of a shipped checkpoint (config, hash, metrics, pre-training setup).
+
+    >>> manifest("teacher")["command"]
+    'python -m peftlab.teacher --train'
+    """
+    names = available(directory)
+    if name not in names:
+        raise ValueError(f"unknown base model {name!r}; available: {names}")
+    return json.loads((Path(directory) / f"{name}.json").read_text())

@@ -198,28 +198,45 @@ def _split(items: list, seed: str, val: float = 0.1, test: float = 0.1) -> dict[
 
 
 INSTRUCTION_FAMILIES = ("reverse", "uppercase", "count", "sort", "repeat", "first_letters", "fact_qa")
+# Each rule family once: the wording it is trained with, the input it takes (one word, two words, or
+# three to five words), and the rule that computes its output. fact_qa answers from the world instead.
+TRAINED_PHRASINGS = {
+    "reverse": "Reverse the letters of the word.", "uppercase": "Write the text in capital letters.",
+    "count": "Count the letters in the word.", "sort": "Sort the words in alphabetical order.",
+    "repeat": "Repeat the word three times.", "first_letters": "Write the first letter of each word.",
+    "fact_qa": "Answer the question about the world.",
+}
+INPUTS = {"reverse": "word", "uppercase": "two words", "count": "word", "sort": "words", "repeat": "word",
+          "first_letters": "words"}
+RULES = {
+    "reverse": lambda s: s[::-1],
+    "uppercase": str.upper,
+    "count": lambda s: str(len(s)),
+    "sort": lambda s: " ".join(sorted(s.split())),
+    "repeat": lambda s: " ".join([s] * 3),
+    "first_letters": lambda s: "".join(w[0] for w in s.split()),
+}
+# Other wordings of the trained families, which only the self-instruct teacher learns (so it has
+# instructions to invent); they differ from the held-out paraphrases of `peftlab.instruct`.
+TEACHER_PHRASINGS = {
+    "reverse": ["Write the word in reverse.", "Flip the order of the letters."],
+    "uppercase": ["Make every letter of the text a capital.", "Convert the text to uppercase."],
+    "count": ["Give the number of letters in the word.", "Tell how long the word is."],
+    "sort": ["Order the words from A to Z.", "Arrange the words alphabetically."],
+    "repeat": ["Write the word three times.", "Copy the word three times."],
+    "first_letters": ["Take the initial of each word.", "Join the first letters of the words."],
+    "fact_qa": ["Answer this question.", "Reply to the question about a person."],
+}
 
 
 def _instruction(family: str, rng: random.Random, people: tuple[Person, ...]) -> Instruction:
-    word, words = rng.choice(WORDS), rng.sample(WORDS, rng.randint(3, 5))
-    if family == "reverse":
-        return Instruction(family, "Reverse the letters of the word.", word, word[::-1])
-    if family == "uppercase":
-        text = " ".join(words[:2])
-        return Instruction(family, "Write the text in capital letters.", text, text.upper())
-    if family == "count":
-        return Instruction(family, "Count the letters in the word.", word, str(len(word)))
-    if family == "sort":
-        return Instruction(family, "Sort the words in alphabetical order.", " ".join(words),
-                           " ".join(sorted(words)))
-    if family == "repeat":
-        return Instruction(family, "Repeat the word three times.", word, " ".join([word] * 3))
-    if family == "first_letters":
-        return Instruction(family, "Write the first letter of each word.", " ".join(words),
-                           "".join(w[0] for w in words))
-    person, attribute = rng.choice(people), rng.choice(list(ATTRIBUTES))
-    return Instruction("fact_qa", "Answer the question about the world.",
-                       QUESTIONS[attribute].format(n=person.name), getattr(person, attribute))
+    word, words = rng.choice(WORDS), rng.sample(WORDS, rng.randint(3, 5))  # drawn for every family
+    if family == "fact_qa":
+        person, attribute = rng.choice(people), rng.choice(list(ATTRIBUTES))
+        return Instruction("fact_qa", TRAINED_PHRASINGS["fact_qa"], QUESTIONS[attribute].format(n=person.name),
+                           getattr(person, attribute))
+    x = {"word": word, "two words": " ".join(words[:2]), "words": " ".join(words)}[INPUTS[family]]
+    return Instruction(family, TRAINED_PHRASINGS[family], x, RULES[family](x))
 
 
 def instructions(seed: int = 0, per_family: int = 200) -> dict[str, list[Instruction]]:

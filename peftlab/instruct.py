@@ -20,21 +20,19 @@ pre-training but never saw as instructions (the person split of `data.qa_task`).
 
 from __future__ import annotations
 
-import html
 import random
 import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import ipywidgets as W
 import torch
 import torch.nn.functional as F
-from IPython.display import display
 
 from . import data
 from .data import Example, Instruction
 from .tokenizer import EOS, ByteTokenizer
-from .train import IGNORE, Batch, complete, evaluate_loss, example_batches
+from .evaluate import complete, evaluate_loss
+from .train import IGNORE, Batch, example_batches
 
 TERMINATOR = "\n"
 SLOTS = ("instruction", "input", "response")
@@ -156,29 +154,17 @@ def evaluate(model: torch.nn.Module, records: Sequence[Instruction], template: T
             "predictions": predictions}
 
 
-# Rules that compute the output of a family from its input: they build the new families here and
-# let self-instruct check a generated output (peftlab.self_instruct).
+# Every family's rule: the trained ones (`data.RULES`), and unseen families phrased like them. A
+# rule lets the held-out suite compute the right answer and self-instruct check a generated output.
 RULES: dict[str, Callable[[str], str]] = {
-    "reverse": lambda s: s[::-1],
-    "uppercase": str.upper,
-    "count": lambda s: str(len(s)),
-    "sort": lambda s: " ".join(sorted(s.split())),
-    "repeat": lambda s: " ".join([s] * 3),
-    "first_letters": lambda s: "".join(w[0] for w in s.split()),
-    # unseen families, phrased like the trained ones
+    **data.RULES,
     "lowercase": str.lower,
     "last_letters": lambda s: "".join(w[-1] for w in s.split()),
     "repeat_twice": lambda s: " ".join([s] * 2),
     "reverse_words": lambda s: " ".join(s.split()[::-1]),
     "count_words": lambda s: str(len(s.split())),
 }
-# The phrasing `data.instructions()` uses for each trained family.
-TRAINED_PHRASINGS = {
-    "reverse": "Reverse the letters of the word.", "uppercase": "Write the text in capital letters.",
-    "count": "Count the letters in the word.", "sort": "Sort the words in alphabetical order.",
-    "repeat": "Repeat the word three times.", "first_letters": "Write the first letter of each word.",
-    "fact_qa": "Answer the question about the world.",
-}
+TRAINED_PHRASINGS = data.TRAINED_PHRASINGS  # the wording `data.instructions()` uses for each family
 # New wordings of the trained families, never used in training.
 PARAPHRASES = {
     "reverse": "Spell the word backwards.", "uppercase": "Turn the text into upper case letters.",
@@ -263,52 +249,3 @@ def heldout_suite(seed: int = 0, per_family: int = 8) -> dict[str, list[Instruct
     rng.shuffle(facts)
     return {"new inputs": new_inputs, "new phrasings": phrasings, "new families": families,
             "held-out facts": facts[:per_family * 3]}
-
-
-class InstructionExplorer:
-    """Type an instruction (and an input) and read the answers of several models side by side.
-
-    >>> from peftlab import load_base
-    >>> ex = InstructionExplorer({"base": load_base()}, max_new_tokens=4)
-    >>> sorted(ex.compare("Reverse the letters of the word.", "apple"))
-    ['answers', 'prompt', 'rule']
-    """
-
-    def __init__(self, models: dict[str, torch.nn.Module], template: Template = DEFAULT_TEMPLATE,
-                 max_new_tokens: int = 48):
-        if not models:
-            raise ValueError("models must name at least one model, e.g. {'base': ..., 'tuned': ...}")
-        self.models, self.template, self.max_new_tokens = models, template, max_new_tokens
-        self.instruction = W.Text(value=TRAINED_PHRASINGS["reverse"], description="instruction",
-                                  layout=W.Layout(width="480px"))
-        self.input = W.Text(value="lantern", description="input", layout=W.Layout(width="480px"))
-        self.button = W.Button(description="Ask every model", button_style="primary")
-        self.result = W.HTML()
-        self.button.on_click(self.update)
-
-    def compare(self, instruction: str, input: str = "") -> dict:
-        """Each model's answer, the exact prompt, and the rule's answer where a trained or new
-        family's instruction is typed word for word (None otherwise)."""
-        prompt = self.template.prompt(instruction, input)  # raises on an empty instruction
-        family = {v: k for d in (TRAINED_PHRASINGS, PARAPHRASES, NEW_FAMILIES) for k, v in d.items()}.get(instruction)
-        rule = RULES[family](input) if family in RULES and input else None
-        answers = {name: respond(m, [(instruction, input)], self.template, self.max_new_tokens)[0]
-                   for name, m in self.models.items()}
-        return {"prompt": prompt, "answers": answers, "rule": rule}
-
-    def update(self, _=None) -> dict:
-        try:
-            r = self.compare(self.instruction.value, self.input.value)
-        except ValueError as err:
-            self.result.value = f"<b>error:</b> {err}"
-            return {}
-        rows = "".join(f"<tr><td><b>{name}</b></td><td><code>{html.escape(repr(answer))}</code></td></tr>"
-                       for name, answer in r["answers"].items())
-        if r["rule"] is not None:
-            rows += f"<tr><td><i>rule</i></td><td><code>{html.escape(repr(r['rule']))}</code></td></tr>"
-        self.result.value = f"<pre>{html.escape(r['prompt'])}</pre><table>{rows}</table>"
-        return r
-
-    def show(self) -> None:
-        display(W.VBox([self.instruction, self.input, self.button, self.result]))
-        self.update()

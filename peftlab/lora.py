@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .checks import positive_int
 from .hf import hf_name
 from .model import Transformer
 
@@ -72,8 +73,8 @@ def _in_out(layer: nn.Module) -> tuple[int, int]:
     layer = getattr(layer, "base_layer", layer)
     if isinstance(layer, nn.Linear):  # also 4-bit layers, whose weight holds packed codes
         return layer.in_features, layer.out_features
-    rows, cols = layer.weight.shape
-    return (cols, rows) if isinstance(layer, nn.Linear) else (rows, cols)
+    rows, cols = layer.weight.shape  # Conv1D: (in, out)
+    return rows, cols
 
 
 class LoRALinear(nn.Module):
@@ -195,15 +196,8 @@ def _match_targets(model: nn.Module, targets) -> list[str]:
     return names
 
 
-def _check_positive_int(value, param: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{param} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{param} must be a positive int, got {value}")
-
-
 def _check_hyperparameters(r, alpha, dropout, rslora) -> None:
-    _check_positive_int(r, "r")
+    positive_int(r, "r")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
         raise ValueError(f"alpha must be a positive number, got {alpha!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -423,7 +417,7 @@ def combine(model: nn.Module, weights: dict[str, float], name: str, method: str 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "svd":
-        _check_positive_int(rank, "rank")
+        positive_int(rank, "rank")
     elif rank is not None:
         raise ValueError(f"rank is used only by method='svd', got rank={rank!r} with method={method!r}")
     _check_new_name(model, name)

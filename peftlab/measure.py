@@ -28,7 +28,8 @@ from typing import NamedTuple
 
 import torch
 
-from .qlora import quantized_tensors
+from .checks import int_at_least
+from .quant import quantized_tensors
 from .train import autocast, lm_loss
 
 
@@ -196,3 +197,77 @@ def train_step_fn(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+# --- comparing times: interleaved rounds, paired ratios --------------------------------------
+
+def interleaved_samples(fns: dict[str, Callable[[], object]], rounds: int,
+                        warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of every timed call of each function, measured in alternation.
+
+    Round i calls every function once, in order on even rounds and in reverse on odd ones (A B, B A,
+    ...), each call timed by `time_step` (CUDA synchronized around it). Entry i of every list
+    belongs to round i, so two candidates can be compared round by round (`paired_ratio`).
+
+    >>> s = interleaved_samples({"a": lambda: None, "b": lambda: sum(range(1000))}, rounds=3)
+    >>> [len(v) for v in s.values()]
+    [3, 3]
+    """
+    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
+        raise TypeError(f"fns must be a non-empty dict of name -> callable, got {fns!r}")
+    int_at_least(rounds, "rounds", 1)
+    int_at_least(warmup, "warmup", 0)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    names, samples = list(fns), {name: [] for name in fns}
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else reversed(names):
+            samples[name].append(time_step(fns[name], warmup=0, repeats=1))
+    return samples
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, measured in alternation (`interleaved_samples`).
+
+    >>> sorted(interleaved_times({"a": lambda: None, "b": lambda: None}, rounds=3))
+    ['a', 'b']
+    """
+    return {name: statistics.median(ts) for name, ts in interleaved_samples(fns, rounds, warmup).items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of numerator / denominator, each round's two calls timed side by side: a
+    slow spell of the machine inflates both and cancels, where a ratio of two medians keeps it.
+
+    >>> paired_ratio({"a": [1.0, 4.0, 3.0], "b": [2.0, 8.0, 2.0]}, "a", "b")
+    0.5
+    """
+    for name in (numerator, denominator):
+        if name not in samples:
+            raise ValueError(f"{name!r} is not among the measured candidates {sorted(samples)}")
+    if len(samples[numerator]) != len(samples[denominator]) or not samples[numerator]:
+        raise ValueError(f"{numerator!r} and {denominator!r} need the same, non-zero number of rounds, got "
+                         f"{len(samples[numerator])} and {len(samples[denominator])}")
+    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator]))
+
+
+def forward_fn(model: torch.nn.Module, batch: torch.Tensor) -> Callable[[], None]:
+    """A closure running one inference forward pass of `batch` (eval mode, no autograd graph)."""
+    model.eval()
+    batch = batch.to(next(model.parameters()).device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(batch)
+
+    return forward
+
+
+def mib(n_bytes: int) -> str:
+    """Bytes as mebibytes, for tables.
+
+    >>> mib(3 * 2**20)
+    '3.00 MiB'
+    """
+    return f"{n_bytes / 2**20:.2f} MiB"

@@ -213,39 +213,52 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.norm(x))  # (batch, seq, vocab)
         return (logits, new_kv) if return_kv else logits
 
-    @torch.no_grad()
-    def generate(self, ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 top_k: int | None = None, stop_ids: tuple[int, ...] = (),
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Continue `ids` (batch, seq): greedy when temperature == 0, else sampled
-        (optionally from the top_k tokens). Stops early once every row has produced one of
-        `stop_ids`. Returns (batch, seq + new) ids; uses a KV cache.
-        """
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if ids.shape[1] + max_new_tokens > self.config.max_seq_len:
-            raise ValueError(f"prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds "
-                             f"the model's context of max_seq_len={self.config.max_seq_len}")
-        was_training = self.training
-        self.eval()
-        out, cache, done = ids, None, torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        step_input = ids
-        for _ in range(max_new_tokens):
-            logits, cache = self(step_input, prefix_kv=cache, return_kv=True)
-            logits = logits[:, -1, :].float()
-            if temperature == 0.0:
-                next_id = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, top_k).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_id = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
-            out = torch.cat([out, next_id], dim=1)
-            step_input = next_id
-            if stop_ids:
-                done |= torch.isin(next_id.squeeze(1), torch.tensor(stop_ids, device=ids.device))
-                if done.all():
-                    break
-        self.train(was_training)
-        return out
+    def generate(self, ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """`generate(self, ids, max_new_tokens, ...)`: see the module-level function."""
+        return generate(self, ids, max_new_tokens, **kwargs)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+             top_k: int | None = None, stop_ids: tuple[int, ...] = (),
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Continue `ids` (batch, seq) with `model`: greedy when temperature == 0, else sampled
+    (optionally from the top_k tokens). Stops early once every row has produced one of `stop_ids`.
+    Returns (batch, seq + new) ids; uses a KV cache.
+
+    `model` is any module with the calling convention of `Transformer.forward`
+    (`model(ids, prefix_kv=cache, return_kv=True)`) and a `config.max_seq_len`: the base model,
+    or a wrapper such as prompt tuning's that puts virtual tokens in front.
+
+    >>> m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    >>> generate(m, torch.zeros(2, 3, dtype=torch.long), max_new_tokens=4).shape
+    torch.Size([2, 7])
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
+        raise ValueError(f"prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds "
+                         f"the model's context of max_seq_len={model.config.max_seq_len}")
+    was_training = model.training
+    model.eval()
+    out, cache, done = ids, None, torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    step_input = ids
+    for _ in range(max_new_tokens):
+        logits, cache = model(step_input, prefix_kv=cache, return_kv=True)
+        logits = logits[:, -1, :].float()
+        if temperature == 0.0:
+            next_id = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, top_k).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            next_id = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
+        out = torch.cat([out, next_id], dim=1)
+        step_input = next_id
+        if stop_ids:
+            done |= torch.isin(next_id.squeeze(1), torch.tensor(stop_ids, device=ids.device))
+            if done.all():
+                break
+    model.train(was_training)
+    return out

@@ -13,8 +13,9 @@ every task close to its own adapter. The shared pieces:
   while the other holds;
 * `combine_scores`: `lora.combine` into a temporary adapter, score it, remove it again;
 * `fusion_weights_for`, `mean_fusion_weights`: how much weight AdapterFusion gives each adapter,
-  per token of one input, or on average per input domain;
-* `CombineExplorer`: a weight slider between two LoRA adapters, both tasks' loss live.
+  per token of one input, or on average per input domain.
+
+The explorer of notebook 12 (a weight slider between two adapters) is `peftlab.explore.combine`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ import torch
 from torch import nn
 
 from . import adapters, data, lora
+from .checks import positive_int
 from .data import Example
 from .tokenizer import ByteTokenizer
-from .train import IGNORE, History, collate, evaluate_loss, exact_match, train
+from .evaluate import evaluate_loss, exact_match, token_accuracy
+from .train import History, train
 
 TASKS: dict[str, Callable[..., dict[str, list[Example]]]] = {"sql": data.sql_task, "python": data.python_task}
 METRICS = ("loss", "token_accuracy", "exact_match")
@@ -74,33 +77,9 @@ def by_domain(examples: Sequence[Example]) -> dict[str, list[Example]]:
     return groups
 
 
-@torch.no_grad()
-def token_accuracy(model: nn.Module, examples: Sequence[Example], batch_size: int = 32) -> float:
-    """The fraction of response tokens (the end-of-text token included) that are the model's top
-    prediction given the true text before them: teacher-forced, so one forward pass per batch,
-    where `exact_match` generates token by token and needs every token of a response right.
-
-    >>> from peftlab import load_base
-    >>> 0.0 <= token_accuracy(load_base(), data.sql_task()["test"][:4]) <= 1.0
-    True
-    """
-    if not examples:
-        raise ValueError("examples is empty")
-    model.eval()
-    device, tok = next(model.parameters()).device, ByteTokenizer()
-    hits, total = 0, 0
-    for i in range(0, len(examples), batch_size):
-        ids, labels = (t.to(device) for t in collate(examples[i:i + batch_size], tok, "response"))
-        predicted, target = model(ids)[:, :-1].argmax(-1), labels[:, 1:]  # logits at t predict token t + 1
-        scored = target != IGNORE
-        hits += int((predicted == target)[scored].sum())
-        total += int(scored.sum())
-    return hits / total
-
-
 def score(model: nn.Module, examples: Sequence[Example], metric: str = "loss") -> float:
     """"loss": mean next-token loss on the response tokens (lower is better); "token_accuracy":
-    see `token_accuracy`; "exact_match": the fraction of greedy continuations that reproduce the
+    see `evaluate.token_accuracy`; "exact_match": the fraction of greedy continuations that reproduce the
     whole response (higher is better, and the slowest: it generates).
 
     >>> from peftlab import load_base
@@ -147,8 +126,7 @@ def train_adapters(model: nn.Module, tasks: Mapping[str, Sequence[Example]],
         raise ValueError(f"tasks must be a non-empty mapping {{adapter name: examples}}, got {tasks!r}")
     if not callable(add):
         raise TypeError(f"add must be a function add(model, name) that adds a trainable adapter, got {add!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    positive_int(steps, "steps")
     torch.manual_seed(seed)  # the adapters' random init (A of LoRA, W_down of an adapter)
     histories = {}
     for name, examples in tasks.items():
@@ -158,7 +136,7 @@ def train_adapters(model: nn.Module, tasks: Mapping[str, Sequence[Example]],
     return histories
 
 
-def _active_lora(model: nn.Module) -> str | None:
+def active_lora(model: nn.Module) -> str | None:
     return next((m.active for m in model.modules() if isinstance(m, lora.LoRALinear)), None)
 
 
@@ -182,7 +160,7 @@ def combine_scores(model: nn.Module, weights: dict[str, float], eval_sets: Mappi
         raise ValueError(f"eval_sets must be a non-empty mapping {{set name: examples}}, got {eval_sets!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    previous = _active_lora(model)
+    previous = active_lora(model)
     report = lora.combine(model, weights, name, method=method, rank=rank)  # validates the rest
     try:
         layers = [m for m in model.modules() if isinstance(m, lora.LoRALinear) and name in m.config]
@@ -202,7 +180,7 @@ def fusion_weights_for(model: nn.Module, text: str) -> torch.Tensor:
 
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
-    >>> adapters.add(model, 4, name="a"); adapters.add(model, 4, name="b"); adapters.add_fusion(model, ["a", "b"])
+    >>> model = adapters.add(adapters.add(model, 4, name="a"), 4, name="b"); adapters.add_fusion(model, ["a", "b"])
     >>> fusion_weights_for(model, "SELECT").shape
     torch.Size([2, 6, 2])
     """
@@ -218,7 +196,7 @@ def mean_fusion_weights(model: nn.Module, examples: Sequence[Example]) -> dict[s
 
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
-    >>> adapters.add(model, 4, name="a"); adapters.add(model, 4, name="b"); adapters.add_fusion(model, ["a", "b"])
+    >>> model = adapters.add(adapters.add(model, 4, name="a"), 4, name="b"); adapters.add_fusion(model, ["a", "b"])
     >>> w = mean_fusion_weights(model, mixed_task()["test"][:6]); round(sum(w["sql"]), 6)
     1.0
     """
@@ -227,88 +205,3 @@ def mean_fusion_weights(model: nn.Module, examples: Sequence[Example]) -> dict[s
         per_token = torch.cat([fusion_weights_for(model, e.text).flatten(0, 1) for e in group])  # (tokens, N)
         out[domain] = per_token.double().mean(0).tolist()
     return dict(sorted(out.items()))
-
-
-class CombineExplorer:
-    """A slider between two LoRA adapters: weights (1 - t, t), one combination method, and both
-    tasks' response loss measured live. Each move adds a point; the single adapters and the base
-    model are drawn as reference lines.
-
-    >>> from peftlab import load_base
-    >>> model = lora.add(lora.add(load_base(), name="sql"), name="python")
-    >>> ex = CombineExplorer(model, {"sql": data.sql_task()["test"][:4], "python": data.python_task()["test"][:4]})
-    >>> sorted(ex.measure(0.5, "cat"))
-    ['max_error', 'mean_error', 'method', 'parameters', 'python', 'r', 'sql', 't']
-    """
-
-    def __init__(self, model: nn.Module, eval_sets: Mapping[str, Sequence[Example]], svd_rank: int = 8):
-        import ipywidgets as W
-
-        names = list(eval_sets)
-        if len(names) != 2 or not set(names) <= set(lora.adapter_names(model)):
-            raise ValueError(f"eval_sets must have two entries named after LoRA adapters of the model "
-                             f"{lora.adapter_names(model)}, got {names}")
-        self.model, self.eval_sets, self.names, self.svd_rank = model, dict(eval_sets), names, svd_rank
-        self.points: list[dict] = []
-        self.reference = self._reference()
-        self.t = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05,
-                               description=f"{names[0]} ← t → {names[1]}", style={"description_width": "initial"})
-        self.method = W.ToggleButtons(options=list(lora.METHODS), value="cat", description="method")
-        self.status = W.HTML()
-        self.plot = W.Output()
-        for control in (self.t, self.method):
-            control.observe(self.update, names="value")
-
-    def _reference(self) -> dict[str, dict[str, float]]:
-        """Each task's loss under each single adapter and under the base model."""
-        previous, ref = _active_lora(self.model), {}
-        for name in self.names:
-            lora.set_active(self.model, name)
-            ref[name] = {k: score(self.model, v) for k, v in self.eval_sets.items()}
-        with lora.disabled(self.model):
-            ref["base"] = {k: score(self.model, v) for k, v in self.eval_sets.items()}
-        if previous is not None:
-            lora.set_active(self.model, previous)
-        return ref
-
-    def measure(self, t: float, method: str) -> dict:
-        """Both tasks' loss for weights (1 - t, t) combined with `method`."""
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"t must be in [0, 1], got {t!r}")
-        weights = {self.names[0]: 1.0 - t, self.names[1]: t}
-        r = combine_scores(self.model, weights, self.eval_sets, method=method,
-                           rank=self.svd_rank if method == "svd" else None, name="explorer")
-        return {"t": t, "method": method, **r["scores"],
-                **{k: r[k] for k in ("r", "parameters", "max_error", "mean_error")}}
-
-    def update(self, _=None) -> dict:
-        import matplotlib.pyplot as plt
-
-        row = self.measure(self.t.value, self.method.value)
-        self.points.append(row)
-        a, b = self.names
-        self.status.value = (f"<b>{row['method']}</b>, weights ({1 - row['t']:.2f}, {row['t']:.2f}): "
-                             f"{a} loss <b>{row[a]:.3f}</b>, {b} loss <b>{row[b]:.3f}</b>; rank {row['r']}, "
-                             f"relative error of B A {row['max_error']:.3f}")
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(7, 3.2))
-            for task, color in zip(self.names, ("#4c72b0", "#dd8452")):
-                for method, marker in zip(lora.METHODS, "os^"):
-                    pts = sorted((p["t"], p[task]) for p in self.points if p["method"] == method)
-                    if pts:
-                        ax.plot(*zip(*pts), marker + "-", color=color, alpha=0.8, label=f"{task} loss, {method}")
-                ax.axhline(self.reference[task][task], color=color, ls="--", lw=1)
-            ax.set_xlabel(f"t (weight on {b}; {a} gets 1 - t)")
-            ax.set_ylabel("response loss")
-            ax.set_title("dashed: each task under its own adapter")
-            ax.legend(fontsize=7, ncol=2)
-            plt.show()
-        return row
-
-    def show(self) -> None:
-        from IPython.display import display
-        import ipywidgets as W
-
-        display(W.VBox([W.HBox([self.t, self.method]), self.status, self.plot]))
-        self.update()

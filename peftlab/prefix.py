@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checks import positive_int
 from .model import KV, Transformer
-from .prompt import (VirtualTokenModel, _attach, _check_n_tokens, _check_new, disabled,
-                     _load_method, save)
 from .tokenizer import ByteTokenizer
+from .virtual_tokens import VirtualTokenModel, attach, check_new, disabled, load_method, save
 
 __all__ = ["add", "fold", "save", "load", "disabled", "num_parameters", "text_prefix", "PrefixEncoder", "PrefixModel"]
 
@@ -82,7 +82,7 @@ def _check_hidden(hidden, reparametrize, init_text) -> None:
     if not isinstance(reparametrize, bool):
         raise TypeError(f"reparametrize must be True or False, got {reparametrize!r}")
     if reparametrize:
-        _check_n_tokens(hidden, "hidden")
+        positive_int(hidden, "hidden")
     if init_text is not None and reparametrize:
         raise ValueError("init_text sets the prefixes themselves, which needs reparametrize=False "
                          "(with the MLP the prefixes are its output)")
@@ -105,7 +105,7 @@ def text_prefix(model: Transformer, n_tokens: int, init_text: str) -> torch.Tens
 
 def _build(model: Transformer, n_tokens: int, reparametrize: bool = True, hidden: int = 512,
           init_text: str | None = None) -> PrefixModel:
-    _check_new(model, n_tokens)
+    check_new(model, n_tokens)
     _check_hidden(hidden, reparametrize, init_text)
     prefix = None if init_text is None else text_prefix(model, n_tokens, init_text)
     encoder = PrefixEncoder(model.config, n_tokens, hidden if reparametrize else None, prefix)
@@ -125,7 +125,7 @@ def add(model: Transformer, n_tokens: int = 10, reparametrize: bool = True, hidd
     >>> count_parameters(model).trainable == 2 * 2 * 4 * 32  # 2 L P d
     True
     """
-    return _attach(_build(model, n_tokens, reparametrize, hidden, init_text))
+    return attach(_build(model, n_tokens, reparametrize, hidden, init_text))
 
 
 @torch.no_grad()
@@ -172,4 +172,4 @@ def load(model: Transformer, path: str | Path) -> PrefixModel:
     >>> load(Transformer(cfg), path).n_tokens
     4
     """
-    return _load_method(model, path, "prefix", _build)
+    return load_method(model, path, "prefix", _build)

@@ -22,7 +22,8 @@ from . import data
 from .checkpoint import load_base, manifest, save_checkpoint
 from .model import ModelConfig, Transformer
 from .measure import count_parameters
-from .train import evaluate_loss, exact_match, packed_batches, train
+from .evaluate import evaluate_loss, exact_match
+from .train import packed_batches, train
 
 RECIPE = dict(steps=1000, batch_size=32, seq_len=256, lr=2e-3, warmup_steps=50, precision="bf16", seed=0)
 

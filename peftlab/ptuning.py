@@ -1,7 +1,7 @@
 """P-tuning (Liu et al. 2021, "GPT Understands, Too", arXiv:2103.10385).
 
 Like prompt tuning, n virtual tokens go in front of the input of a frozen model (this file reuses
-`prompt.SoftPromptModel`). The difference: the virtual token embeddings are not trained directly
+`virtual_tokens.SoftPromptModel`). The difference: the virtual token embeddings are not trained directly
 but produced by a prompt encoder from n trainable input vectors h_1..h_n (section 3.2), so that
 they depend on each other:
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checks import positive_int
 from .model import Transformer
-from .prompt import (SoftPrompt, SoftPromptModel, _attach, _check_n_tokens, _check_new, disabled,
-                     _load_method, save)
+from .virtual_tokens import SoftPrompt, SoftPromptModel, attach, check_new, disabled, load_method, save
 
 __all__ = ["add", "fold", "save", "load", "disabled", "num_parameters", "PromptEncoder", "ENCODERS"]
 
@@ -60,11 +60,11 @@ class PromptEncoder(nn.Module):
 
 
 def _build(model: Transformer, n_tokens: int, encoder: str = "lstm", hidden: int | None = None) -> SoftPromptModel:
-    _check_new(model, n_tokens)
+    check_new(model, n_tokens)
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
     hidden = model.config.d_model if hidden is None else hidden
-    _check_n_tokens(hidden, "hidden")
+    positive_int(hidden, "hidden")
     settings = {"n_tokens": n_tokens, "encoder": encoder, "hidden": hidden}
     prompt_encoder = PromptEncoder(n_tokens, model.config.d_model, hidden, encoder).to(model.device)
     return SoftPromptModel(model, prompt_encoder, "ptuning", settings)
@@ -80,7 +80,7 @@ def add(model: Transformer, n_tokens: int = 20, encoder: str = "lstm", hidden: i
     >>> count_parameters(model).trainable == num_parameters(4, 32, 8, "mlp")
     True
     """
-    return _attach(_build(model, n_tokens, encoder, hidden))
+    return attach(_build(model, n_tokens, encoder, hidden))
 
 
 @torch.no_grad()
@@ -129,4 +129,4 @@ def load(model: Transformer, path: str | Path) -> SoftPromptModel:
     >>> load(Transformer(cfg), path).settings["encoder"]
     'lstm'
     """
-    return _load_method(model, path, "ptuning", _build)
+    return load_method(model, path, "ptuning", _build)

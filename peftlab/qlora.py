@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import lora, quant
+from .quant import is_4bit
 
 BACKENDS = ("auto", "bitsandbytes", "reference")
 
@@ -110,34 +111,7 @@ class Linear4bit(nn.Linear):
         return f"{super().extra_repr()}, quant_type={self.quant_type}, blocksize={self.blocksize}"
 
 
-# --- recognising and reading 4-bit layers, of either backend ----------------------------------
-
-def is_4bit(module: nn.Module) -> bool:
-    """Is `module` a 4-bit linear layer (the reference one or bitsandbytes' `Linear4bit`)?
-
-    >>> is_4bit(Linear4bit(torch.randn(64, 64))), is_4bit(nn.Linear(64, 64))
-    (True, False)
-    """
-    return isinstance(module, nn.Linear) and (
-        isinstance(module, Linear4bit) or getattr(module.weight, "quant_state", None) is not None)
-
-
-def quantized_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a 4-bit layer stores for its weight: packed codes and every quantization
-    constant (absmax, code table, nested absmax, nested code table, offset); {} for other layers.
-
-    >>> sorted(quantized_tensors(Linear4bit(torch.randn(64, 64))))
-    ['absmax', 'nested_absmax', 'nested_offset', 'nested_quant_map', 'quant_map', 'weight']
-    """
-    if not is_4bit(module):
-        return {}
-    state = module.quant_state if isinstance(module, Linear4bit) else module.weight.quant_state
-    tensors = {"absmax": state.absmax, "quant_map": state.code}
-    if state.nested:
-        tensors |= {"nested_absmax": state.state2.absmax, "nested_quant_map": state.state2.code,
-                    "nested_offset": state.offset}
-    return {"weight": module.weight, **tensors}
-
+# --- reading 4-bit layers of either backend --------------------------------------------------
 
 def dequantize(module: nn.Module) -> torch.Tensor:
     """The fp32 weight (out, in) of a 4-bit layer of either backend.

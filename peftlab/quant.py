@@ -280,3 +280,36 @@ def quantization_error(w: torch.Tensor, quant_type: str = "nf4", blocksize: int 
     counts[-1] = err.numel() - (blocks - 1) * blocksize
     return {"mean_abs": err.mean().item(), "max_abs": err.max().item(),
             "per_block": per_block.sum(1) / counts}
+
+
+# --- recognising and reading 4-bit layers, of either backend ----------------------------------
+
+def is_4bit(module: torch.nn.Module) -> bool:
+    """Is `module` a 4-bit linear layer (`peftlab.qlora.Linear4bit`, or bitsandbytes' `Linear4bit`)?
+
+    >>> from peftlab.qlora import Linear4bit
+    >>> is_4bit(Linear4bit(torch.randn(64, 64))), is_4bit(torch.nn.Linear(64, 64))
+    (True, False)
+    """
+    return isinstance(module, torch.nn.Linear) and (
+        isinstance(getattr(module, "quant_state", None), QuantState)
+        or getattr(module.weight, "quant_state", None) is not None)
+
+
+def quantized_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a 4-bit layer stores for its weight: packed codes and every quantization
+    constant (absmax, code table, nested absmax, nested code table, offset); {} for other layers.
+
+    >>> from peftlab.qlora import Linear4bit
+    >>> sorted(quantized_tensors(Linear4bit(torch.randn(64, 64))))
+    ['absmax', 'nested_absmax', 'nested_offset', 'nested_quant_map', 'quant_map', 'weight']
+    """
+    if not is_4bit(module):
+        return {}
+    own = getattr(module, "quant_state", None)
+    state = own if isinstance(own, QuantState) else module.weight.quant_state
+    tensors = {"absmax": state.absmax, "quant_map": state.code}
+    if state.nested:
+        tensors |= {"nested_absmax": state.state2.absmax, "nested_quant_map": state.state2.code,
+                    "nested_offset": state.offset}
+    return {"weight": module.weight, **tensors}

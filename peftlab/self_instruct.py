@@ -19,51 +19,34 @@ The paper's loop, at peftlab's scale:
      paper has no such check; a rule is available here because the tasks come from known families;
 4. kept tasks join the pool and can appear as shots for the next generations.
 
-The teacher is the base model instruction-tuned for far longer on far more data than the students
-(`teacher_tasks`: more inputs per family, most of them made-up words so the operations must be learned
-rather than memorised, never a held-out one, and several wordings), both in the instruction template and
-in TASK_FORMAT, so it has learned to answer tasks and to write them. It ships as a checkpoint like
-the base model: `python -m peftlab.self_instruct --train-teacher` trains it with TEACHER_RECIPE and
-fixed seeds, and `load_base("teacher")` loads it with its hash checked.
+The teacher is the base model instruction-tuned for far longer on far more data than the students,
+both in the instruction template and in TASK_FORMAT, so it has learned to answer tasks and to write
+them. How it is made is `peftlab.teacher` (`python -m peftlab.teacher`); it ships as a checkpoint
+like the base model, and `load_base("teacher")` loads it with its hash checked.
 The student starts from the base model.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import functools
-import json
 import random
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from . import data
-from .data import Example, Instruction
-from .checkpoint import load_base, manifest, save_checkpoint
+from .data import Instruction
 from .instruct import (DEFAULT_TEMPLATE, PARAPHRASES, RULES, TRAINED_PHRASINGS, evaluate, fixed_width_batches,
-                       heldout_suite, rule_record, to_examples, training_records)
+                       to_examples, training_records)
 from .rouge import rouge_l
 from .tokenizer import EOS, ByteTokenizer
-from .train import complete, train
+from .evaluate import complete
+from .train import train
 
 TASK_HEADER = "Write a new task.\n"
 TASK_FORMAT = "Task: {instruction}\nInput: {input}\nOutput: {output}\n"
-# Other wordings the teacher learns to write, so it has instructions to invent; they differ from
-# the held-out PARAPHRASES of peftlab.instruct, which stay unseen by every model.
-TEACHER_PHRASINGS = {
-    "reverse": ["Write the word in reverse.", "Flip the order of the letters."],
-    "uppercase": ["Make every letter of the text a capital.", "Convert the text to uppercase."],
-    "count": ["Give the number of letters in the word.", "Tell how long the word is."],
-    "sort": ["Order the words from A to Z.", "Arrange the words alphabetically."],
-    "repeat": ["Write the word three times.", "Copy the word three times."],
-    "first_letters": ["Take the initial of each word.", "Join the first letters of the words."],
-    "fact_qa": ["Answer this question.", "Reply to the question about a person."],
-}
 FUNNEL_STAGES = ("generated", "well-formed", "novel", "correct")
 _TASK = re.compile(r"^Task: (?P<instruction>[^\n]*)\nInput: (?P<input>[^\n]*)\nOutput: (?P<output>[^\n]*)\n?$")
 # "Where does {n} live?" -> a regex that captures the name
@@ -91,7 +74,7 @@ def family_of(instruction: str) -> str | None:
     >>> family_of("Reverse the letters of this word."), family_of("Paint the house.")
     ('reverse', None)
     """
-    wordings = [(f, w) for f, ws in TEACHER_PHRASINGS.items() for w in ws]
+    wordings = [(f, w) for f, ws in data.TEACHER_PHRASINGS.items() for w in ws]
     wordings += list(TRAINED_PHRASINGS.items()) + list(PARAPHRASES.items())
     score, family = max((rouge_l(w, instruction), f) for f, w in wordings)
     return family if score >= 0.6 else None
@@ -125,149 +108,6 @@ def check_tokenizers(teacher: torch.nn.Module, student: torch.nn.Module) -> None
     if t != s:
         raise ValueError(f"teacher and student tokenizers differ: teacher {t}, student {s}; "
                          "the teacher must use the student's tokenizer")
-
-
-# Words the teacher's extra records draw on: the instruction word list plus the world's towns, jobs,
-# pets and colors (lower case), so the teacher sees more distinct inputs than any student.
-TEACHER_VOCABULARY = tuple(sorted(set(data.WORDS) | {w.lower() for ws in data.ATTRIBUTES.values() for w in ws}))
-
-
-def pseudo_word(rng: random.Random) -> str:
-    """A pronounceable made-up word of two or three syllables.
-
-    >>> pseudo_word(random.Random(0))
-    'tazwono'
-    """
-    consonants, vowels = "bcdfghklmnprstvwz", "aeiou"
-    return "".join(rng.choice(consonants) + rng.choice(vowels) + (rng.choice(consonants) if rng.random() < 0.3 else "")
-                   for _ in range(rng.randint(2, 3)))
-
-
-@functools.cache
-def pseudo_words() -> tuple[str, ...]:
-    """Made-up words, none of them a real one of TEACHER_VOCABULARY (built on first use, not at import).
-
-    With 93 real words a model can memorise each family's answers word by word; with thousands of
-    made-up ones it has to learn the operation, which then applies to held-out real words too
-    (held-out repeat and first_letters: 0% for a teacher trained on real words only, 56% with
-    made-up ones; reverse stays at 0%).
-    """
-    return tuple(sorted({pseudo_word(random.Random(f"pseudo-{i}")) for i in range(5000)} - set(TEACHER_VOCABULARY)))
-
-
-def heldout_inputs(seed: int = 0) -> set[tuple[str, str]]:
-    """(family, input) pairs of the rule families in the val and test splits of `data.instructions`:
-    every held-out "new input" a model is evaluated on comes from them, so no training set may
-    contain one. (Held-out facts are about the Q/A test people instead, see `instruct.heldout_suite`.)"""
-    split = data.instructions(seed)
-    return {(r.family, r.input) for r in split["val"] + split["test"] if r.family in RULES}
-
-
-def teacher_records(seed: int = 0, per_family: int = 800, pseudo: float = 0.7) -> list[Instruction]:
-    """The teacher's larger instruction set: `training_records` (every fact question about the Q/A
-    training people) plus up to `per_family` new rule records per family, each with its words drawn
-    from `pseudo_words()` (probability `pseudo`) or TEACHER_VOCABULARY, never an input held out for that family.
-
-    >>> records = teacher_records(per_family=10)
-    >>> any((r.family, r.input) in heldout_inputs() for r in records)
-    False
-    """
-    records = training_records(seed, facts_per_family=10_000)
-    seen, banned = {(r.family, r.input) for r in records}, heldout_inputs(seed)
-    rng = random.Random(f"teacher-records-{seed}")
-    for family in (f for f in TRAINED_PHRASINGS if f in RULES):
-        added = 0
-        for _ in range(per_family * 20):  # single-word families run out of new words first
-            vocabulary = pseudo_words() if rng.random() < pseudo else TEACHER_VOCABULARY
-            r = rule_record(family, TRAINED_PHRASINGS[family], rng, vocabulary)
-            if (family, r.input) not in seen and (family, r.input) not in banned:
-                seen.add((family, r.input))
-                records.append(r)
-                added += 1
-                if added == per_family:
-                    break
-    return records
-
-
-def teacher_tasks(seed: int = 0, per_family: int = 800, pseudo: float = 0.7) -> list[Instruction]:
-    """The teacher's instruction data: every `teacher_records` record, worded with a randomly
-    chosen trained or teacher-only phrasing."""
-    rng = random.Random(f"teacher-{seed}")
-    return [Instruction(r.family, rng.choice([r.instruction] + TEACHER_PHRASINGS[r.family]), r.input, r.output)
-            for r in teacher_records(seed, per_family, pseudo)]
-
-
-def teacher_examples(tasks: Sequence[Instruction], shots: int = 1, seed: int = 0,
-                     max_bytes: int = 192) -> list[Example]:
-    """Task-writing examples: `shots` tasks, then one more as the target (instruction, input and
-    output: writing a task includes answering it)."""
-    rng = random.Random(f"teacher-examples-{seed}")
-    writing = []
-    for task in tasks:
-        example = Example(writing_prompt(rng.sample(tasks, shots)), format_task(task)[len("Task:"):])
-        if len(example.text.encode()) <= max_bytes:  # short enough for the context with room to spare
-            writing.append(example)
-    return writing
-
-
-# How the shipped teacher (peftlab/checkpoints/teacher.*) is made: `python -m peftlab.self_instruct --train-teacher`.
-TEACHER_RECIPE = {"steps": 4500, "lr": 1.5e-3, "batch_size": 8, "warmup_steps": 100, "schedule": "cosine",
-                  "per_family": 800, "pseudo": 0.7, "shots": 1, "seed": 0}
-
-
-def train_teacher(base: torch.nn.Module, steps: int = 4500, lr: float = 1.5e-3, batch_size: int = 8,
-                  warmup_steps: int = 100, schedule: str = "cosine", per_family: int = 800, pseudo: float = 0.7,
-                  shots: int = 1, seed: int = 0,
-                  on_step: Callable[[int, float], None] | None = None) -> torch.nn.Module:
-    """A copy of `base` fine-tuned (seeded) on `teacher_tasks` twice over: as instructions in the
-    instruction template, and as task-writing examples. The defaults are TEACHER_RECIPE.
-
-    >>> from peftlab import load_base
-    >>> teacher = train_teacher(load_base(), steps=1, batch_size=2, per_family=2)
-    """
-    teacher = copy.deepcopy(base)
-    tasks = teacher_tasks(seed, per_family, pseudo)
-    examples = to_examples(tasks, DEFAULT_TEMPLATE) + teacher_examples(tasks, shots, seed)
-    train(teacher, fixed_width_batches(examples, batch_size, seed=seed), steps=steps, lr=lr,
-          warmup_steps=warmup_steps, schedule=schedule, seed=seed, progress=False, on_step=on_step)
-    return teacher
-
-
-def teacher_metrics(teacher: torch.nn.Module, seed: int = 0) -> dict:
-    """What the teacher's manifest pins: exact match per family on held-out new inputs (16 per
-    family, the instruction template) and the funnel of a default `self_instruct` run."""
-    suite = heldout_suite(seed, per_family=16)
-    scores, phrasings = evaluate(teacher, suite["new inputs"]), evaluate(teacher, suite["new phrasings"])
-    funnel = self_instruct(teacher, seed_tasks(seed=seed), seed=seed).funnel()
-    return {"new_inputs_exact_match": round(scores["exact_match"], 4),
-            "new_inputs_per_family": {f: round(v, 4) for f, v in scores["per_family"].items()},
-            "new_inputs_per_family_n": len(suite["new inputs"]),
-            "new_phrasings_exact_match": round(phrasings["exact_match"], 4), "self_instruct_funnel": funnel}
-
-
-def ship_teacher(teacher: torch.nn.Module, recipe: dict, wall_time_s: float, name: str = "teacher") -> torch.nn.Module:
-    """Save `teacher` as a peftlab checkpoint, then measure the saved (fp16-stored) weights and
-    write the metrics into its manifest; returns the model as `load_base(name)` gives it."""
-    tasks = teacher_tasks(recipe["seed"], recipe["per_family"], recipe["pseudo"])
-    info = {"command": "python -m peftlab.self_instruct --train-teacher",
-            "teacher": {**recipe, "base": "tiny", "wall_time_s": round(wall_time_s, 1),
-                        "threads": torch.get_num_threads(), "torch": torch.__version__,
-                        "data": f"{len(tasks)} teacher_tasks ({recipe['pseudo']:.0%} of the added rule records on "
-                                "made-up words; instruction template) + the same tasks as task-writing examples "
-                                "(TASK_HEADER, one shot)"}}
-    save_checkpoint(teacher, name, info)
-    shipped = load_base(name)
-    save_checkpoint(shipped, name, {**info, "metrics": teacher_metrics(shipped, recipe["seed"])})
-    return shipped
-
-
-def build_teacher(name: str = "teacher", **overrides) -> torch.nn.Module:
-    """Train the teacher from `load_base()` with TEACHER_RECIPE (or `overrides`) and ship it as `name`.
-    A few minutes on a 2-core CPU; `load_base("teacher")` then loads it with its hash checked."""
-    recipe = {**TEACHER_RECIPE, **overrides}
-    start = time.perf_counter()
-    teacher = train_teacher(load_base(), **{k: v for k, v in recipe.items()})
-    return ship_teacher(teacher, recipe, time.perf_counter() - start, name)
 
 
 def seed_tasks(per_family: int = 3, seed: int = 0) -> list[Instruction]:
@@ -438,52 +278,6 @@ def refilter(result: SelfInstructResult, threshold: float, require_rule: bool = 
     return out
 
 
-def plot_funnel(counts: dict[str, int], title: str) -> None:
-    """The funnel as horizontal bars, first stage on top, each labelled with its count."""
-    import matplotlib.pyplot as plt
-    stages, values = list(counts)[::-1], list(counts.values())[::-1]
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    ax.barh(stages, values, color="#4c72b0")
-    for y, v in enumerate(values):
-        ax.text(v, y, f" {v}", va="center")
-    ax.set_xlabel("generations")
-    ax.set_title(title)
-    plt.tight_layout()
-    plt.show()
-
-
-class FunnelExplorer:
-    """Move the ROUGE-L threshold and watch how many generations each filter keeps.
-
-    >>> ex = FunnelExplorer(SelfInstructResult(seed_tasks()))
-    >>> ex.funnel(0.7)
-    {'generated': 0, 'well-formed': 0, 'novel': 0, 'correct': 0}
-    """
-
-    def __init__(self, result: SelfInstructResult):
-        import ipywidgets as W
-        self.result = result
-        self.threshold = W.FloatSlider(value=0.7, min=0.05, max=1.0, step=0.05, description="ROUGE-L <")
-        self.plot = W.Output()
-        self.threshold.observe(self.update, names="value")
-        self.widget = W.VBox([self.threshold, self.plot])
-
-    def funnel(self, threshold: float) -> dict[str, int]:
-        return refilter(self.result, threshold).funnel()
-
-    def update(self, _=None) -> dict[str, int]:
-        counts = self.funnel(self.threshold.value)
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            plot_funnel(counts, f"funnel at ROUGE-L threshold {self.threshold.value:.2f}")
-        return counts
-
-    def show(self) -> None:
-        from IPython.display import display
-        display(self.widget)
-        self.update()
-
-
 def train_students(base: torch.nn.Module, datasets: dict[str, Sequence[Instruction]], steps: int = 60,
                    lr: float = 2e-3, batch_size: int = 8, seed: int = 0) -> dict[str, torch.nn.Module]:
     """One copy of `base` per dataset, each trained the same way (steps, lr, batch, seed)."""
@@ -500,17 +294,3 @@ def train_students(base: torch.nn.Module, datasets: dict[str, Sequence[Instructi
 def compare_students(students: dict[str, torch.nn.Module], heldout: Sequence[Instruction]) -> dict[str, dict]:
     """`instruct.evaluate` of every student on the same held-out records."""
     return {name: evaluate(model, heldout) for name, model in students.items()}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Train and ship the self-instruct teacher, or report on it.")
-    parser.add_argument("--train-teacher", action="store_true", help="train with TEACHER_RECIPE and save it")
-    parser.add_argument("--steps", type=int, default=TEACHER_RECIPE["steps"])
-    args = parser.parse_args()
-    if args.train_teacher:
-        build_teacher(steps=args.steps)
-    print(json.dumps({k: v for k, v in manifest("teacher").items() if k in ("teacher", "metrics")}, indent=2))
-
-
-if __name__ == "__main__":
-    main()

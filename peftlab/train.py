@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checks import int_at_least, positive_int, positive_number
 from .data import Example
 from .tokenizer import ByteTokenizer
 
@@ -142,9 +143,18 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
     >>> hist = train(model, data.qa_task()["train"], steps=2, progress=False)
     >>> hist.steps
     2
+    >>> train(model, data.qa_task()["train"], steps="3")
+    Traceback (most recent call last):
+    ...
+    peftlab.checks.ArgumentError: steps must be an int >= 1, got '3'
     """
-    if steps < 1 or grad_accum < 1 or batch_size < 1:
-        raise ValueError(f"steps, batch_size and grad_accum must be >= 1, got {steps}, {batch_size}, {grad_accum}")
+    for value, param in ((steps, "steps"), (batch_size, "batch_size"), (grad_accum, "grad_accum")):
+        positive_int(value, param)
+    int_at_least(warmup_steps, "warmup_steps", 0)
+    if optimizer is None:
+        positive_number(lr, "lr")
+    if max_grad_norm is not None:
+        positive_number(max_grad_norm, "max_grad_norm")
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     if schedule not in ("constant", "cosine"):
@@ -204,65 +214,3 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
         model.set_gradient_checkpointing(False)
     model.eval()
     return history
-
-
-@torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, data: Sequence[Example | str], batch_size: int = 32,
-                  loss_on: str = "all") -> float:
-    """Mean next-token loss per target token over `data` (perplexity = exp of it)."""
-    model.eval()
-    device, tok = next(model.parameters()).device, ByteTokenizer()
-    total, count = 0.0, 0
-    for i in range(0, len(data), batch_size):
-        ids, labels = (t.to(device) for t in collate(data[i:i + batch_size], tok, loss_on))
-        n = int((labels[:, 1:] != IGNORE).sum())
-        total += lm_loss(model(ids), labels).item() * n
-        count += n
-    return total / count
-
-
-def perplexity(model: torch.nn.Module, data: Sequence[Example | str], batch_size: int = 32) -> float:
-    return math.exp(evaluate_loss(model, data, batch_size))
-
-
-@torch.no_grad()
-def complete(model: torch.nn.Module, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
-             **generate_kwargs) -> list[str]:
-    """Greedy (or sampled) continuations of each prompt, `max_new_tokens` bytes long.
-
-    Prompts of equal length are generated together, so no padding ever enters the model.
-    """
-    tok, device = ByteTokenizer(), next(model.parameters()).device
-    encoded = [tok.encode(p) for p in prompts]
-    out: list[str] = [""] * len(prompts)
-    by_len: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_len.setdefault(len(ids), []).append(i)
-    for group in by_len.values():
-        for j in range(0, len(group), batch_size):
-            rows = group[j:j + batch_size]
-            ids = torch.tensor([encoded[r] for r in rows], device=device)
-            gen = model.generate(ids, max_new_tokens, **generate_kwargs)
-            for r, g in zip(rows, gen):
-                out[r] = tok.decode(g[ids.shape[1]:])
-    return out
-
-
-def matches(prediction: str, response: str) -> bool:
-    """Does the continuation give the response, as a whole word? " Varn" matches " Varn, so" and
-    " Varn." but not " Varna"; a response ending in a terminator (" Varn\n") must match it too.
-    """
-    if not prediction.startswith(response):
-        return False
-    rest = prediction[len(response):]
-    return not (response[-1:].isalnum() and rest[:1].isalnum())
-
-
-def exact_match(model: torch.nn.Module, examples: Sequence[Example], return_predictions: bool = False):
-    """Fraction of examples whose greedy continuation gives the full response (see `matches`)."""
-    tok = ByteTokenizer()
-    width = max(len(tok.encode(e.response)) for e in examples) + 1
-    preds = complete(model, [e.prompt for e in examples], width)
-    hits = [matches(p, e.response) for p, e in zip(preds, examples)]
-    acc = sum(hits) / len(examples)
-    return (acc, preds) if return_predictions else acc

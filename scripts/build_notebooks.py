@@ -1,11 +1,18 @@
 """Build notebooks/NN_*.ipynb from notebooks/src/NN_*.py and execute them, committing outputs.
 
     .venv/bin/python scripts/build_notebooks.py            # every notebook
-    .venv/bin/python scripts/build_notebooks.py 01 10      # only those
+    .venv/bin/python scripts/build_notebooks.py 01 10      # only those whose name starts so
 
-Sources use the "percent" format: a line `# %%` starts a code cell, `# %% [markdown]` a markdown
-cell whose lines start with `# `; a code cell whose first line is `# nbval-skip` (or
-`# nbval-ignore-output`) gets that nbval tag. Editing the .py and rebuilding keeps diffs readable.
+Sources are jupytext "percent" scripts: `# %%` starts a code cell, `# %% [markdown]` a markdown cell
+(its lines start with `# `), and `# %% tags=["nbval-skip"]` (or `["nbval-ignore-output"]`) gives the
+cell that nbval tag. jupytext.toml pairs each notebook with its source, so there are two ways to work:
+
+- edit notebooks/src/NN_*.py (readable diffs) and rebuild the notebook with this script;
+- or edit notebooks/NN_*.ipynb in JupyterLab (`bash scripts/lab.sh`; jupytext comes with the dev
+  extra): saving it also writes the paired .py.
+
+`jupytext --sync notebooks/*.ipynb` brings both sides in line (the newer side wins); only this script
+re-executes, so rebuild a notebook whose code changed before committing its outputs.
 """
 
 from __future__ import annotations
@@ -14,46 +21,26 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
+import jupytext
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent / "notebooks"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
-def parse(source: str) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    kind, lines = None, []
-
-    def flush():
-        text = "\n".join(lines).strip("\n")
-        if kind == "markdown":
-            nb.cells.append(nbformat.v4.new_markdown_cell(
-                "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in text.splitlines())))
-        elif kind == "code" and text:
-            cell = nbformat.v4.new_code_cell(text)
-            first = text.splitlines()[0].strip()
-            if first in ("# nbval-skip", "# nbval-ignore-output"):
-                cell.metadata["tags"] = [first[2:]]
-            nb.cells.append(cell)
-
-    for line in source.splitlines():
-        if line.startswith("# %%"):
-            flush()
-            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
-        else:
-            lines.append(line)
-    flush()
+def notebook(src: Path):
+    """The notebook of one source, not executed."""
+    nb = jupytext.read(src, fmt="py:percent")
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     return nb
 
 
 def build(src: Path) -> float:
-    nb = parse(src.read_text())
+    nb = notebook(src)
     start = time.perf_counter()
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     seconds = time.perf_counter() - start
-    nbformat.write(nb, ROOT / f"{src.stem}.ipynb")
+    jupytext.write(nb, ROOT / f"{src.stem}.ipynb", fmt="ipynb")
     return seconds
 
 

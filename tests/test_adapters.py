@@ -4,7 +4,9 @@ import torch
 
 from peftlab import adapters
 from peftlab.measure import count_parameters
-from peftlab.train import evaluate_loss, train
+from peftlab.evaluate import evaluate_loss
+from peftlab.explore.plots import plot_fusion_weights
+from peftlab.train import train
 
 matplotlib.use("Agg")
 
@@ -162,11 +164,11 @@ def test_fusion_of_two_copies_equals_the_single_adapter(tiny_model):
 
 def test_plot_fusion_weights(fused):
     w = adapters.fusion_weights(fused, IDS)
-    ax = adapters.plot_fusion_weights(w, ["a", "b"])
+    ax = plot_fusion_weights(w, ["a", "b"])
     torch.testing.assert_close(torch.tensor(ax.images[0].get_array()), w.mean(dim=(1, 2)))
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
     with pytest.raises(ValueError, match="adapter_names"):
-        adapters.plot_fusion_weights(w, ["a"])
+        plot_fusion_weights(w, ["a"])
 
 
 BAD_CALLS = {

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from peftlab import lora
-from peftlab.gradient_checkpointing import (CheckpointingExplorer, checkpointing_sweep, enable_input_require_grads,
+from peftlab.explore.checkpointing import CheckpointingExplorer
+from peftlab.gradient_checkpointing import (checkpointing_sweep, enable_input_require_grads,
                                             measure_checkpointing, reentrant_checkpointing)
 from peftlab.measure import memory_report
 from peftlab.model import ModelConfig, Transformer

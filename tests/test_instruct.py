@@ -7,8 +7,9 @@ from torch import nn
 from peftlab import data
 from peftlab.data import Instruction
 from peftlab.instruct import (DEFAULT_TEMPLATE, NEW_FAMILIES, RULES, TERMINATOR, TRAINED_PHRASINGS,
-                              InstructionExplorer, Template, evaluate, fixed_width_batches, heldout_suite,
+                              Template, evaluate, fixed_width_batches, heldout_suite,
                               respond, to_examples, training_records)
+from peftlab.explore.instruct import InstructionExplorer
 from peftlab.model import ModelConfig
 from peftlab.tokenizer import EOS, ByteTokenizer
 from peftlab.train import IGNORE, collate, example_batches

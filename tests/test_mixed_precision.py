@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from peftlab.mixed_precision import (PrecisionExplorer, gradient_magnitudes, gradient_underflow, loss_scale_sweep,
+from peftlab.explore.precision import PrecisionExplorer
+from peftlab.mixed_precision import (gradient_magnitudes, gradient_underflow, loss_scale_sweep,
                                      number_formats, precision_sweep)
 
 IDS = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))

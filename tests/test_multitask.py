@@ -5,7 +5,9 @@ import torch
 
 from peftlab import adapters, data, lora, multitask
 from peftlab.model import ModelConfig, Transformer
-from peftlab.train import evaluate_loss, exact_match, train
+from peftlab.evaluate import evaluate_loss, exact_match, token_accuracy
+from peftlab.explore.combine import CombineExplorer
+from peftlab.train import train
 
 CFG = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_seq_len=256)
 SQL, PY = data.sql_task(), data.python_task()
@@ -106,10 +108,10 @@ def test_token_accuracy_counts_response_tokens_teacher_forced(model):
             for t in range(start, len(ids)):
                 hits += int(predicted[t - 1] == ids[t])
                 total += 1
-    assert multitask.token_accuracy(model, examples) == pytest.approx(hits / total)
+    assert token_accuracy(model, examples) == pytest.approx(hits / total)
     assert multitask.score(model, examples, "token_accuracy") == pytest.approx(hits / total)
     with pytest.raises(ValueError, match="empty"):
-        multitask.token_accuracy(model, [])
+        token_accuracy(model, [])
 
 
 # --- stage 1: one adapter per task -----------------------------------------------------------
@@ -214,7 +216,7 @@ def test_combine_scores_bad_input_raises_before_any_change(two_loras, kwargs, me
 
 
 def test_combine_explorer_end_points_are_the_single_adapters(two_loras):
-    ex = multitask.CombineExplorer(two_loras, EVAL)
+    ex = CombineExplorer(two_loras, EVAL)
     assert set(ex.reference) == {"sql", "python", "base"}
     for t, name in ((0.0, "sql"), (1.0, "python")):
         row = ex.measure(t, "cat")
@@ -227,7 +229,7 @@ def test_combine_explorer_end_points_are_the_single_adapters(two_loras):
     with pytest.raises(ValueError, match="t must be"):
         ex.measure(1.5, "cat")
     with pytest.raises(ValueError, match="eval_sets"):
-        multitask.CombineExplorer(two_loras, {"sql": EVAL["sql"], "qa": EVAL["sql"]})
+        CombineExplorer(two_loras, {"sql": EVAL["sql"], "qa": EVAL["sql"]})
 
 
 # --- AdapterFusion weights -------------------------------------------------------------------

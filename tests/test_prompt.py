@@ -5,8 +5,10 @@ from peftlab import prompt, ptuning
 from peftlab.measure import count_parameters, memory_report
 from peftlab.model import ModelConfig, Transformer
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import exact_match, train
+from peftlab.evaluate import exact_match
+from peftlab.train import train
 from peftlab.data import Example
+from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 
 TOK = ByteTokenizer()
 
@@ -128,7 +130,7 @@ def test_input_longer_than_context_names_both_numbers(tiny_model):
 
 
 def test_explorer_run_returns_numbers_for_each_method(tiny_model):
-    ex = prompt.VirtualTokenExplorer(tiny_model, batch_size=2, n_eval=4)
+    ex = VirtualTokenExplorer(tiny_model, batch_size=2, n_eval=4)
     r = ex.run("prompt", n_tokens=3, option="text", steps=2)
     assert len(r["loss"]) == 2 and r["trainable"] == 3 * 32
     assert r["heldout_loss"] > 0 and 0.0 <= r["accuracy"] <= 1.0

@@ -142,7 +142,7 @@ def test_non_floating_input_is_a_type_error():
 
 @pytest.fixture(scope="module")
 def explorer():
-    from peftlab.quant_explorer import QuantExplorer
+    from peftlab.explore.quant import QuantExplorer
     return QuantExplorer()
 
 

@@ -7,7 +7,8 @@ import torch
 
 from peftlab import lora
 from peftlab.model import ModelConfig, Transformer
-from peftlab.rank_sweep import RankSweep, check_settings, subspace_similarity, sweep
+from peftlab.explore.rank import RankSweep
+from peftlab.rank_sweep import check_settings, subspace_similarity, sweep
 
 CFG = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_seq_len=128)
 D, FF, L = CFG.d_model, CFG.d_ff, CFG.n_layers

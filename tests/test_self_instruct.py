@@ -5,8 +5,8 @@ from torch import nn
 from peftlab.data import Instruction
 from peftlab.model import ModelConfig, Transformer
 from peftlab.instruct import RULES, training_records
-from peftlab.self_instruct import (TEACHER_RECIPE, check_tokenizers, family_of, judge, parse_task, rule_output, seed_tasks,
-                                   self_instruct, teacher_examples, teacher_tasks)
+from peftlab.self_instruct import check_tokenizers, family_of, judge, parse_task, rule_output, seed_tasks, self_instruct
+from peftlab.teacher import RECIPE, teacher_examples, teacher_tasks
 from peftlab.tokenizer import EOS, ByteTokenizer
 
 SEEDS = seed_tasks()
@@ -102,7 +102,8 @@ def test_teacher_data_has_outputs_and_extra_wordings():
 
 
 def test_refilter_with_a_looser_threshold_keeps_more():
-    from peftlab.self_instruct import FunnelExplorer, refilter
+    from peftlab.explore.self_instruct import FunnelExplorer
+    from peftlab.self_instruct import refilter
     texts = [" Write the word in reverse.\nInput: tiger\nOutput: regit\n",
              " Write the word in reverse form.\nInput: zebra\nOutput: arbez\n"]  # ROUGE-L 0.91 to the first
     r = self_instruct(ScriptedTeacher(texts), SEEDS, n=2, batch_size=2, max_new_tokens=80, greedy_output=False)
@@ -121,7 +122,7 @@ def test_unverifiable_task_is_dropped_unless_allowed():
 
 def test_teacher_records_add_inputs_but_never_a_held_out_one():
     from peftlab.instruct import heldout_suite
-    from peftlab.self_instruct import heldout_inputs, teacher_records
+    from peftlab.teacher import heldout_inputs, teacher_records
     records = teacher_records(per_family=50)
     assert len(records) > len(training_records())
     assert not {(r.family, r.input) for r in records} & heldout_inputs()
@@ -131,7 +132,7 @@ def test_teacher_records_add_inputs_but_never_a_held_out_one():
 
 def test_made_up_words_are_never_real_ones_and_feed_the_teacher():
     from peftlab.data import WORDS
-    from peftlab.self_instruct import TEACHER_VOCABULARY, pseudo_words, teacher_records
+    from peftlab.teacher import TEACHER_VOCABULARY, pseudo_words, teacher_records
     PSEUDO_WORDS = pseudo_words()
     assert len(PSEUDO_WORDS) > 4000 and not set(PSEUDO_WORDS) & (set(TEACHER_VOCABULARY) | set(WORDS))
     added = teacher_records(per_family=200)[len(training_records(facts_per_family=10_000)):]
@@ -146,7 +147,7 @@ def test_shipped_teacher_loads_with_its_hash_checked_and_matches_the_base_config
     info = manifest("teacher")
     assert sha256_file(CHECKPOINT_DIR / "teacher.safetensors") == info["sha256"]
     assert info["config"] == manifest("tiny")["config"]
-    assert info["teacher"]["steps"] == TEACHER_RECIPE["steps"] and info["teacher"]["seed"] == 0
+    assert info["teacher"]["steps"] == RECIPE.steps and info["teacher"]["seed"] == 0
     teacher = load_base("teacher")
     check_tokenizers(teacher, load_base())
 

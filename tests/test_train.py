@@ -3,7 +3,8 @@ import torch
 
 from peftlab.data import Example
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import IGNORE, collate, evaluate_loss, exact_match, train
+from peftlab.evaluate import evaluate_loss, exact_match
+from peftlab.train import IGNORE, collate, train
 
 TASK = [Example(f"{w}:", f" {w[::-1]}\n") for w in ["abc", "hello", "stone", "river", "cat", "lamp", "tree"]]
 

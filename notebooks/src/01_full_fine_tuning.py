@@ -168,8 +168,7 @@ display(claim_check([
 # Watch which part grows with the batch and which does not; switch on gradient checkpointing and watch the
 # activations shrink (notebook 15 measures its cost in time).
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 from peftlab.widgets import MemoryExplorer
 MemoryExplorer(load_base(device=device)).show()
 

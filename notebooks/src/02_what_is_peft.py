@@ -142,8 +142,7 @@ plt.show()
 # frozen base's forward and backward dominate for every method, and the 4-bit base pays for dequantizing its
 # weights in every step; the times and ratios change from run to run, so this cell is not compared by nbval.
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 times = {name: time_step(train_step_fn(r["model"], batch_ids), warmup=1, repeats=3) for name, r in results.items()}
 display(table([(name, f"{t * 1e3:.1f} ms", f"{t / times['full fine-tuning']:.2f}x") for name, t in times.items()],
               ["method", "step time", "vs full fine-tuning"]))
@@ -190,8 +189,7 @@ check = run_method("prompt tuning n=20", 2)
 print(f"prompt tuning, 2 steps: {check['trainable']:,} trainable, one step {mib(check['memory']['total'])}, "
       f"held-out answer loss {check['heldout_loss']:.3f}")
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 import ipywidgets as W
 
 

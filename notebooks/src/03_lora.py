@@ -296,8 +296,7 @@ def rank_view(r: int, steps: int = 40) -> dict:
 check = rank_view(2, steps=5)
 print(f"r = 2: A {check['A']}, B {check['B']}, {check['trainable']:,} trainable, numerical rank of ΔW {check['rank']}")
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 import ipywidgets as W
 
 

@@ -204,8 +204,7 @@ print(f"training VRAM in the paper: 1.2 TB -> 350 GB = {1.2e12 / 350e9:.1f}x; "
 # matrix. No adapter can be cheaper than that. Each ratio is the median of the per-round ratios. Times differ
 # from run to run, so this cell's output is not compared.
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 step_batch = torch.randint(0, 256, (16, 128), generator=torch.Generator().manual_seed(1))
 candidates = {"full fine-tuning": copy.deepcopy(base),
               "LoRA r=8 q,v": lora.add(copy.deepcopy(base), r=8, targets=list(QV)),
@@ -262,8 +261,7 @@ display(claim_check([
 # The speed claim depends on the machine, so its verdict comes from the timing above and is not compared on
 # re-execution:
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 display(claim_check([
     ("LoRA trains faster", "GPT-3 175B: 25% faster, 32.5 -> 43.1 tokens/s per V100 (step time x 0.75)",
      f"step time LoRA / full = {step_ratio:.2f} here",
@@ -295,8 +293,7 @@ for r in (1, 8, 64):
           f"{b['grad_adam_bytes'] / 2**20:.2f} MiB vs {b['full_grad_adam_bytes'] / 2**20:.2f} MiB, "
           f"adapter {b['adapter_kib']:.1f} KiB")
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 import ipywidgets as W
 
 rank = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=8, description="rank r")

@@ -313,8 +313,7 @@ display(claim_check([
 # points (and int8's as ticks). Right: the round-trip error of each block. The status line gives bits per parameter.
 # Smaller blocks lower the error and raise the overhead: blocksize 32 costs 5 bits per parameter, 1024 costs 4.03.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 from peftlab.quant_explorer import QuantExplorer
 QuantExplorer(cpu_base).show()
 

@@ -221,8 +221,7 @@ check = explorer.run("prompt", 4, "text", steps=3)
 print(f"4 tokens, text init, 3 steps: {check['trainable']:,} trainable, {len(check['loss'])} losses, "
       f"held-out answer loss {check['heldout_loss']:.3f}")
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 explorer.show("prompt")
 
 # %% [markdown]

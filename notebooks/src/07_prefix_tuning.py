@@ -233,8 +233,7 @@ display(claim_check([
 check = explorer.run("prefix", 2, "direct", steps=3)
 print(f"P = 2, direct, 3 steps: {check['trainable']:,} trainable (2·L·P·d = {2 * cfg.n_layers * 2 * cfg.d_model:,})")
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 explorer.show("prefix")
 
 # %% [markdown]

@@ -236,8 +236,7 @@ display(claim_check([
 # learning rate: does it land above or below LoRA's curve at the same DNA loss? Try LoRA with $r = 1$ or on
 # $q, v$ only: how far right can it get?
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 explorer = tradeoff.TradeoffExplorer(base, curves=[c for g in curves.values() for c in g], probe=probe, batch_size=BATCH)
 explorer.show()
 

@@ -261,8 +261,7 @@ display(claim_check([
 # ("Write the last letter of each word."). Where the instruction is one of peftlab's families word for word, the
 # rule's answer is shown too.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 instruct.InstructionExplorer({"base": base, "instruction-tuned": tuned, "LoRA": tuned_lora,
                               "more data (teacher)": teacher}).show()
 

@@ -153,8 +153,7 @@ display(claim_check([
 # people teaches the format, and the held-out accuracy follows the trained-people accuracy; train much longer on
 # very few people and watch what happens to the held-out people and to fact completion.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 from peftlab.widgets import QAFineTuneExplorer
 QAFineTuneExplorer(load_base(device=device)).show()
 

@@ -209,8 +209,7 @@ display(claim_check([
 # (parameters, adapter file, step time, test accuracy). **Stop** ends the sweep after the current step. Try
 # alpha/r against alpha/sqrt(r) at ranks 1, 8, 64, or "all-linear" at rank 1 against "q_proj,v_proj" at rank 64.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 from peftlab.rank_sweep import RankSweep
 RankSweep(base).show()
 

@@ -217,8 +217,7 @@ display(claim_check([
 # Watch for the point where both curves are close to their dashed lines, if there is one, and compare `cat` with
 # `linear` at the same $t$.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 CombineExplorer(model, {"sql": sql["test"][:32], "python": python["test"]}, svd_rank=R).show()
 
 # %% [markdown]

@@ -237,8 +237,7 @@ def fusion_view(text: str) -> dict:
 view = fusion_view("-- Which people live in Varn?\n")
 print("mean weight on [sql, python] per layer:", [[round(v, 2) for v in row] for row in view["per_layer"]])
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 import ipywidgets as W
 
 choices = {f"{e.meta['domain']}: {e.prompt.strip()[:50]}": e.text for e in test["sql"][:5] + test["python"][:5]}

@@ -282,8 +282,7 @@ display(claim_check([
 # optimizer bar vanish; switch the method to LoRA and watch gradients and optimizer state vanish while the
 # activations stay; raise the batch until the red bar dominates, then turn on checkpointing.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 from peftlab.widgets import MemoryExplorer
 MemoryExplorer(load_base(device=device)).show()
 

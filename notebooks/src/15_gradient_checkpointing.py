@@ -168,8 +168,7 @@ print(f"a block saves {per_block_off / per_block_on:.1f}x its own input for back
 # Both grow linearly with depth; checkpointing changes the slope from what a block saves to the size of its
 # input. Step times (they vary from run to run, so this cell is excluded from the notebook tests):
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 display(table([(r["depth"], f"{r['step_s_off'] * 1e3:.1f} ms", f"{r['step_s_on'] * 1e3:.1f} ms",
                 f"{r['step_s_on'] / r['step_s_off'] - 1:+.0%}") for r in rows],
               ["blocks", "step, off", "step, on", "extra time"]))
@@ -230,8 +229,7 @@ display(claim_check([
      "per-block is O(n) with a smaller constant"),
 ]))
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 display(claim_check([
     ("~20% slower", "gradient-checkpointing README (Salimans & Bulatov); theory 8N/6N = +33%",
      f"median over depths: {slowdown - 1:+.0%}",
@@ -247,8 +245,7 @@ display(claim_check([
 # measured bytes. Turn checkpointing on and off at a long sequence and watch the red part (activations); then
 # add blocks and watch which bars grow.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 from peftlab.gradient_checkpointing import CheckpointingExplorer
 CheckpointingExplorer(device=device).show()
 

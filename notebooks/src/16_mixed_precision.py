@@ -186,8 +186,7 @@ display(table([(f"{b[0]} x {b[1]}", r["precision"], f"{(r['weights'] + r['gradie
 # throughout, which autocast does not store.
 # Step times on this device (they vary between runs, so the cell is excluded from the notebook tests):
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 display(table([(f"{b[0]} x {b[1]}", r["precision"], f"{r['step_s'] * 1e3:.1f} ms", f"{r['tokens_per_s']:,.0f} tok/s",
                 f"{rows[0]['step_s'] / r['step_s']:.2f}x") for b, rows in mem_rows.items() for r in rows],
               ["batch x seq", "precision", "step", "throughput", "speed vs fp32"]))
@@ -228,8 +227,7 @@ display(claim_check([
      True if total_ratio >= 1.8 else ("activations only, and less than 2x" if act_ratio > 1.1 else False)),
 ]))
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 speed = big[0]["step_s"] / big[1]["step_s"]
 display(claim_check([
     ("bf16 is faster", "no end-to-end speedup figure in Micikevicius et al.; depends on 16-bit matrix units",
@@ -243,8 +241,7 @@ display(claim_check([
 # Pick fp16 or bf16 and a loss scale: the counts of zeroed and overflowed gradient entries, against fp32, and the
 # memory of one step in that precision (fp16 training steps need a GPU, so on the CPU only the counts are shown).
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 from peftlab.mixed_precision import PrecisionExplorer
 PrecisionExplorer(base, ids).show()
 

@@ -181,8 +181,7 @@ display(claim_check([
 check = explorer.run("ptuning", 2, "mlp", steps=3)
 print(f"n = 2, MLP encoder, 3 steps: {check['trainable']:,} trainable = {ptuning.num_parameters(2, d, d, 'mlp'):,}")
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 explorer.show("ptuning")
 
 # %% [markdown]

@@ -138,8 +138,7 @@ print("FLOPs per sequence of", SEQ, "tokens; the overhead is the same at every b
 # exactly what the base does, so its ratio shows how large the measurement noise is on this machine. Times change
 # from run to run, so these cells are not compared on re-execution.
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 control = copy.deepcopy(base)
 ratio, latency = {}, {}  # (batch, model) -> ratio to base (paired), median seconds
 for b in BATCHES:
@@ -165,8 +164,7 @@ for b in BATCHES:
 display(table(rows, ["batch", "model", "r", "latency (median)", "/ base (paired)", "FLOP overhead"]))
 print(f"noise: the control copy differs from the base by up to {noise:.1%}")
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 colors = dict(zip(BATCHES, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
 for b in BATCHES:
@@ -209,8 +207,7 @@ display(claim_check([
      "not measured here (one process, one adapter per model)", "not tested"),
 ]))
 
-# %%
-# nbval-ignore-output
+# %% tags=["nbval-ignore-output"]
 worst_merged = max(abs(ratio[b, f"merged r={r}"] - 1) for b in BATCHES for r in RANKS)
 unmerged16 = {b: ratio[b, "unmerged r=16"] - 1 for b in BATCHES}
 display(claim_check([
@@ -242,8 +239,7 @@ def measure_latency(r, batch, rounds=5):
 
 print(sorted(measure_latency(4, 1, rounds=1)))
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 import ipywidgets as W
 
 rank = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=16, description="rank r")

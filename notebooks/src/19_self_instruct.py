@@ -215,8 +215,7 @@ display(claim_check([
 # teacher's prompts stay as they were). At 1.0 only exact repeats are dropped; near 0.3 almost every new wording
 # counts as a duplicate of something in the pool.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 si.FunnelExplorer(result).show()
 
 # %% [markdown]

@@ -218,8 +218,7 @@ display(claim_check([
 # tuned learning rate. Look for the learning rate at which LoRA with a given rank stops improving, and how far right
 # it can get compared with full fine-tuning; then watch the y axis: the runs that go furthest are the ones that forget.
 
-# %%
-# nbval-skip
+# %% tags=["nbval-skip"]
 reference = tradeoff.run(base, Method("full"), dna["train"], tradeoff.Probe(dna["val"][:24], facts), lr=LR["full FT"],
                          steps=STEPS, every=max(1, STEPS // 5), batch_size=BATCH)
 tradeoff.TradeoffExplorer(base, curves=[reference], probe=tradeoff.Probe(dna["val"][:24], facts), batch_size=BATCH).show()

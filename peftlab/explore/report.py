@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from IPython.display import Markdown
 
+from ..measure import mib  # noqa: F401  (notebooks import it with the tables)
+
 
 def table(rows: Sequence[Sequence], headers: Sequence[str]) -> Markdown:
     """A Markdown table; every cell is shown with str()."""
@@ -37,7 +39,3 @@ def better_by_both(a: dict, b: dict, what: str) -> bool | str:
     if em == loss:
         return em
     return f"mixed: {'exact match' if em else 'loss'} favours {what}, {'loss' if em else 'exact match'} does not"
-
-
-def mib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:.2f} MiB"

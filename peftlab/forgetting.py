@@ -1,4 +1,4 @@
-"""The learning-forgetting trade-off of fine-tuning, measured as Biderman et al. do
+"""Catastrophic forgetting: the learning-forgetting trade-off of fine-tuning (notebooks 08 and 20), measured as Biderman et al. do
 ("LoRA Learns Less and Forgets Less", 2024, arXiv:2405.09673).
 
 Fine-tuning on a new domain lowers the loss there (learning) and may lower the accuracy on what
@@ -15,13 +15,12 @@ measure of Biderman et al. section 5.
 
 LoRA's scaling follows Biderman et al.: alpha = 2 r, so alpha / r = 2 at every rank.
 
-Probing is the cost of a curve, so old knowledge is scored by `greedy_accuracy`: the same count
-as `train.exact_match`, from one teacher-forced forward pass instead of generation.
+Probing is the cost of a curve, so old knowledge is scored by `evaluate.greedy_accuracy`: the same
+count as `evaluate.exact_match`, from one teacher-forced forward pass instead of generation.
 """
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +28,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import data, lora
+from . import data, lora, methods
+from .checks import int_at_least, positive_int, positive_number
 from .data import Example
-from .tokenizer import ByteTokenizer
-from .train import IGNORE, collate, evaluate_loss, exact_match, train  # exact_match: the docstrings compare with it
+from .evaluate import evaluate_loss, greedy_accuracy
+from .train import train
 
 KINDS = ("full", "lora")
 Point = dict  # {"step": int, "domain_loss": float, "old_accuracy": float, ...}
@@ -55,11 +55,9 @@ class Method:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"r must be a positive int, got {self.r!r}")
-        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))
-                                       or not self.alpha > 0):
-            raise ValueError(f"alpha must be a positive number or None (meaning 2 r), got {self.alpha!r}")
+        positive_int(self.r, "r")
+        if self.alpha is not None:
+            positive_number(self.alpha, "alpha (None means 2 r)")
 
     @property
     def label(self) -> str:
@@ -75,50 +73,10 @@ class Method:
 
     def prepare(self, base: nn.Module) -> nn.Module:
         """A fresh copy of `base` ready to train with this method; `base` is left untouched."""
-        model = copy.deepcopy(base)
         if self.kind == "full":
-            return model.requires_grad_(True)
+            return methods.prepare(base, "full")
         alpha = 2 * self.r if self.alpha is None else self.alpha
-        return lora.add(model, r=self.r, alpha=alpha, targets=self.targets)
-
-
-# byte id -> does it decode to a letter or digit (the bytes of a multi-byte character never do alone)
-_ALNUM = torch.tensor([chr(b).isalnum() if b < 128 else False for b in range(256)] + [False] * 3)
-
-
-@torch.no_grad()
-def greedy_accuracy(model: nn.Module, examples: Sequence[Example], batch_size: int = 256) -> float:
-    """The fraction of examples that `train.exact_match` counts as right, computed in one
-    teacher-forced forward pass instead of token-by-token generation: greedy decoding writes the
-    response exactly when, at every response position, the argmax given the true prefix is the
-    true next token; and, as `train.matches` asks for a whole word, the token after a response
-    that ends in a letter or digit must not be another one. (Several times faster on a CPU for
-    probe-sized sets, where generation is dominated by per-token overhead.)
-
-    >>> from peftlab import load_base
-    >>> facts = data.fact_completion()[:40]
-    >>> greedy_accuracy(load_base(), facts) == exact_match(load_base(), facts)
-    True
-    """
-    if len(examples) == 0:
-        raise ValueError("examples is empty")
-    was_training = model.training
-    model.eval()
-    tok, device, hits = ByteTokenizer(), next(model.parameters()).device, 0
-    alnum = _ALNUM.to(device)
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        ids, labels = collate(chunk, tok, loss_on="response")  # labels: response tokens, then EOS
-        ids, labels = ids.to(device), labels.to(device)
-        predicted = model(ids)[:, :-1].argmax(-1)  # (batch, seq - 1): the greedy token after each prefix
-        target = labels[:, 1:]
-        inside = (target != IGNORE) & (target != tok.eos_id)
-        after = target == tok.eos_id  # the position right after the response
-        whole_word = torch.tensor([e.response[-1:].isalnum() for e in chunk], device=device)[:, None]
-        wrong = (inside & (predicted != target)) | (after & whole_word & alnum[predicted])
-        hits += int((~wrong.any(dim=1)).sum())
-    model.train(was_training)
-    return hits / len(examples)
+        return methods.prepare(base, "lora", r=self.r, alpha=alpha, targets=self.targets)
 
 
 @dataclass
@@ -137,10 +95,7 @@ class Probe:
     old: Sequence[Example]
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        was_training = model.training  # evaluate_loss leaves the model in eval mode
-        out = {"domain_loss": evaluate_loss(model, self.domain), "old_accuracy": greedy_accuracy(model, self.old)}
-        model.train(was_training)
-        return out
+        return {"domain_loss": evaluate_loss(model, self.domain), "old_accuracy": greedy_accuracy(model, self.old)}
 
 
 def fact_subset(n: int = 120, seed: int = 0) -> list[Example]:
@@ -188,10 +143,8 @@ def run(base: nn.Module, method: Method, train_data: Sequence[str | Example], pr
     >>> [p["step"] for p in c.points]
     [0, 2, 4]
     """
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive int (probe every that many steps), got {every!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    positive_int(every, "every (probe every that many steps)")
+    positive_int(steps, "steps")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     model = method.prepare(base)
@@ -275,8 +228,7 @@ def matched_levels(groups: Sequence[Sequence[Curve]], n: int = 5, span: float = 
     >>> matched_levels(g, n=3, span=1.5)
     [2.0, 2.5, 3.0]
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    int_at_least(n, "n", 2)
     if not span > 1:
         raise ValueError(f"span must be a number > 1, got {span!r}")
     if len(groups) < 2 or any(not g for g in groups):
@@ -354,106 +306,3 @@ def effective_rank(delta: torch.Tensor, variance: float = 0.9) -> int:
         return 0
     share = energy.cumsum(0) / total
     return int((share < variance - 1e-12).sum()) + 1
-
-
-# --- drawing, and an explorer for the notebooks ------------------------------------------------
-
-TARGETS = {"all-linear": lora.ALL_LINEAR, "q,v": ("q_proj", "v_proj")}
-
-
-def plot_curves(ax, curves: Sequence[Curve], base_accuracy: float | None = None) -> None:
-    """The trade-off plot: one line per curve, x = new-domain loss (axis reversed, so further right
-    means learned more), y = old-knowledge accuracy; one colour per method, one marker per lr."""
-    colours = {}
-    markers = "osD^vP*X"
-    for c in curves:
-        colour = colours.setdefault(c.method.label, f"C{len(colours)}")
-        lrs = sorted({k.lr for k in curves if k.method.label == c.method.label})
-        i = lrs.index(c.lr)
-        ax.plot([p["domain_loss"] for p in c.points], [p["old_accuracy"] for p in c.points],
-                marker=markers[i % len(markers)], ms=4, color=colour, label=c.label,
-                alpha=1.0 if len(lrs) == 1 else 0.5 + 0.5 * i / (len(lrs) - 1))  # darker = higher lr
-    if base_accuracy is not None:
-        ax.axhline(base_accuracy, color="grey", lw=0.8, ls=":")
-    if not ax.xaxis_inverted():
-        ax.invert_xaxis()
-    ax.set_xlabel("new-domain loss  (→ learned more)")
-    ax.set_ylabel("old-knowledge accuracy  (↑ forgot less)")
-    ax.set_ylim(-0.03, 1.03)
-    if curves:
-        ax.legend(fontsize=7)
-
-
-class TradeoffExplorer:
-    """Choose a method (full FT or LoRA with a rank and targets), a learning rate and a number of
-    steps; each press fine-tunes the base model once on the new domain, probing it every few
-    steps, and adds the run's curve to the trade-off plot next to the curves already there.
-
-    >>> from peftlab import load_base
-    >>> ex = TradeoffExplorer(load_base(), probe=Probe(data.dna_task()["val"][:8], fact_subset(8)))
-    >>> c = ex.add("lora", r=8, targets="q,v", lr=1e-3, steps=4)
-    >>> c.method.label, [p["step"] for p in c.points]
-    ('LoRA r=8 q,v', [0, 1, 2, 3, 4])
-    """
-
-    def __init__(self, base: nn.Module, curves: Sequence[Curve] = (), probe: Probe | None = None,
-                 train_data: Sequence[str | Example] | None = None, batch_size: int = 16, probes_per_run: int = 8):
-        import ipywidgets as W  # only the display needs it; the rest of this module does not
-
-        self.base, self.curves = base, list(curves)
-        self.train_data = train_data if train_data is not None else data.dna_task()["train"]
-        self.probe = probe or Probe(data.dna_task()["val"][:64], fact_subset(120))
-        self.batch_size, self.probes_per_run = batch_size, probes_per_run
-        self.kind = W.ToggleButtons(options=["full", "lora"], value="lora", description="method")
-        self.r = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=8, description="LoRA r")
-        self.targets = W.ToggleButtons(options=list(TARGETS), value="all-linear", description="targets")
-        self.lr = W.SelectionSlider(options=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=1e-3, description="lr")
-        self.steps = W.SelectionSlider(options=[25, 50, 100, 200, 400], value=100, description="steps")
-        self.button = W.Button(description="Train and add curve", button_style="primary")
-        self.clear = W.Button(description="Clear")
-        self.status = W.HTML()
-        self.plot = W.Output()
-        self.button.on_click(self.update)
-        self.clear.on_click(self.reset)
-        self._W = W
-
-    def add(self, kind: str, r: int, targets: str, lr: float, steps: int) -> Curve:
-        """One run with these settings; its curve is appended to `self.curves` and returned."""
-        if targets not in TARGETS:
-            raise ValueError(f"targets must be one of {list(TARGETS)}, got {targets!r}")
-        method = Method(kind, r=r, targets=TARGETS[targets])
-        curve = run(self.base, method, self.train_data, self.probe, lr=lr, steps=steps,
-                    every=max(1, steps // self.probes_per_run), batch_size=self.batch_size)
-        self.curves.append(curve)
-        return curve
-
-    def draw(self) -> None:
-        import matplotlib.pyplot as plt
-
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(7, 4))
-            plot_curves(ax, self.curves)
-            plt.show()
-
-    def update(self, _=None) -> Curve:
-        self.status.value = "training..."
-        c = self.add(self.kind.value, self.r.value, self.targets.value, self.lr.value, self.steps.value)
-        self.status.value = (f"<b>{c.label}</b>, {c.final['step']} steps: new-domain loss "
-                             f"{c.points[0]['domain_loss']:.2f} → {c.final['domain_loss']:.2f}, old knowledge "
-                             f"{c.points[0]['old_accuracy']:.0%} → {c.final['old_accuracy']:.0%}")
-        self.draw()
-        return c
-
-    def reset(self, _=None) -> None:
-        self.curves = []
-        self.status.value = ""
-        self.draw()
-
-    def show(self) -> None:
-        from IPython.display import display
-
-        W = self._W
-        display(W.VBox([W.HBox([self.kind, self.targets]), W.HBox([self.r, self.lr, self.steps]),
-                        W.HBox([self.button, self.clear]), self.status, self.plot]))
-        self.draw()

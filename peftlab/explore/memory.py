@@ -1,37 +1,19 @@
-"""Interactive explorers for the notebooks (ipywidgets + matplotlib).
-
-Each explorer separates its logic from its display: `measure()` / `run()` compute and return
-plain dicts (tested without a browser), and the widget only draws what they return.
+"""MemoryExplorer (notebooks 01 and 14): one real training step per setting, bytes by category, next to the
+calculator's figure for a large published model.
 """
 
 from __future__ import annotations
-
-import copy
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from . import calculator, data, lora
-from .checkpoint import load_base
-from .measure import count_parameters, memory_report, time_step, train_step_fn
-from .train import exact_match, train
-
-CATEGORIES = ("weights", "gradients", "optimizer", "activations")
-COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
-
-
-def stacked_bars(ax, rows: list[dict], labels: list[str], unit: str = "MiB") -> None:
-    """One stacked bar per row of bytes by category, in MiB (or "GB", "GiB")."""
-    scale = {"MiB": 2**20, "GiB": 2**30, "GB": 1e9}[unit]
-    bottom = [0.0] * len(rows)
-    for cat in CATEGORIES:
-        values = [r[cat] / scale for r in rows]
-        ax.bar(labels, values, bottom=bottom, label=cat, color=COLORS[cat])
-        bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_ylabel(unit)
-    ax.legend(loc="upper left", fontsize=8)
+from .. import calculator, methods
+from ..checkpoint import load_base
+from ..measure import count_parameters, memory_report, time_step, train_step_fn
+from ..qlora import import_bitsandbytes
+from .plots import stacked_bars
 
 
 METHODS = ("full", "lora", "qlora")
@@ -40,7 +22,6 @@ METHODS = ("full", "lora", "qlora")
 def available_optimizers() -> list[str]:
     """Optimizers `MemoryExplorer` can build here: AdamW, SGD, and bitsandbytes' 8-bit AdamW
     where bitsandbytes imports."""
-    from .qlora import import_bitsandbytes
 
     bnb = import_bitsandbytes()
     return ["adamw", "sgd"] + (["adamw8bit"] if bnb is not None and hasattr(bnb, "optim") else [])
@@ -55,22 +36,8 @@ def build_optimizer(name: str, params: list[torch.nn.Parameter], lr: float = 1e-
         return torch.optim.AdamW(params, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    from .qlora import import_bitsandbytes
 
     return import_bitsandbytes().optim.AdamW8bit(params, lr=lr)
-
-
-def build_method(base: torch.nn.Module, method: str, r: int = 8, targets=("q_proj", "v_proj")) -> torch.nn.Module:
-    """A fresh trainable copy of `base` for a method: every weight ("full"), LoRA on the frozen base
-    ("lora"), or LoRA on the base quantized to 4-bit NF4 ("qlora", `peftlab.qlora.quantize`)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    model = copy.deepcopy(base)
-    if method == "qlora":
-        from . import qlora
-
-        model = qlora.quantize(model)
-    return model if method == "full" else lora.add(model, r=r, targets=targets)
 
 
 class MemoryExplorer:
@@ -111,7 +78,7 @@ class MemoryExplorer:
     def measure(self, batch_size: int, seq_len: int, precision: str, checkpointing: bool,
                 method: str = "full", optimizer: str = "adamw") -> dict:
         """Bytes by category and median step time for one setting (a fresh copy of the base)."""
-        model = build_method(self.base, method).to(self.base.device)
+        model = methods.prepare(self.base, method).to(self.base.device)
         model.set_gradient_checkpointing(checkpointing)
         params = [p for p in model.parameters() if p.requires_grad]
         batch = torch.randint(0, 256, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
@@ -160,59 +127,3 @@ class MemoryExplorer:
                         W.HBox([self.precision, self.checkpointing]), W.HBox([self.large_model, self.large_seq_len]),
                         self.status, self.plot]))
         self.update()
-
-
-class QAFineTuneExplorer:
-    """Fine-tune the base model on Q/A about some people, then ask about everyone: how many
-    people the fine-tuning set covers and how long it trains, against accuracy on the people
-    it was trained on, on people it never saw in Q/A form, and on fact completion.
-
-    >>> ex = QAFineTuneExplorer()
-    >>> r = ex.run(n_people=10, steps=1)
-    >>> sorted(r)
-    ['fact_completion', 'heldout_qa', 'new_people_qa', 'trained_qa']
-    """
-
-    def __init__(self, model: torch.nn.Module | None = None, lr: float = 1e-4, batch_size: int = 16):
-        self.base = model if model is not None else load_base()
-        self.lr, self.batch_size = lr, batch_size
-        self.qa = data.qa_task()
-        self.n_people = W.SelectionSlider(options=[2, 5, 10, 20, 40, 60], value=60, description="Q/A people")
-        self.steps = W.SelectionSlider(options=[0, 10, 25, 50, 100, 150], value=50, description="steps")
-        self.button = W.Button(description="Fine-tune and ask", button_style="primary")
-        self.result = W.HTML()
-        self.plot = W.Output()
-        self.button.on_click(self.update)
-        self.history: list[dict] = []
-
-    def run(self, n_people: int, steps: int) -> dict:
-        """Full fine-tuning on Q/A about the first `n_people` training people; accuracies after."""
-        per_person = len(data.ATTRIBUTES)
-        train_set = self.qa["train"][:n_people * per_person]
-        model = copy.deepcopy(self.base)
-        if steps > 0:
-            train(model, train_set, steps=steps, lr=self.lr, batch_size=self.batch_size, progress=False)
-        return {"trained_qa": exact_match(model, train_set),
-                "heldout_qa": exact_match(model, self.qa["test"]),
-                "new_people_qa": exact_match(model, data.stranger_qa()),
-                "fact_completion": exact_match(model, data.fact_completion())}
-
-    def update(self, _=None) -> dict:
-        self.result.value = "training..."
-        r = self.run(self.n_people.value, self.steps.value)
-        self.history.append({"label": f"{self.n_people.value}p/{self.steps.value}s", **r})
-        self.result.value = " | ".join(f"{k.replace('_', ' ')}: <b>{v:.0%}</b>" for k, v in r.items())
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(7, 3))
-            for key in r:
-                ax.plot([h["label"] for h in self.history], [h[key] for h in self.history], "o-", label=key)
-            ax.set_ylim(0, 1.05)
-            ax.set_ylabel("accuracy")
-            ax.legend(fontsize=8)
-            plt.show()
-        return r
-
-    def show(self) -> None:
-        display(W.VBox([W.HBox([self.n_people, self.steps, self.button]), self.result, self.plot]))
-

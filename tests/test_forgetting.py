@@ -4,8 +4,9 @@ import torch
 from peftlab import data, lora
 from peftlab.data import Example
 from peftlab.measure import count_parameters
-from peftlab.tradeoff import (Curve, Method, Probe, accuracy_at, best_accuracy_at, effective_rank, fact_subset,
-                              greedy_accuracy, lowest_loss, matched, matched_levels, run, tune_lr, verdict,
+from peftlab.evaluate import greedy_accuracy
+from peftlab.forgetting import (Curve, Method, Probe, accuracy_at, best_accuracy_at, effective_rank, fact_subset,
+                              lowest_loss, matched, matched_levels, run, tune_lr, verdict,
                               weight_delta)
 
 DOMAIN = ["ACGTTGCA|TGCAACGT", "GGCATTAC|GTAATGCC", "TTAGCCGA|TCGGCTAA", "CAGTACGT|ACGTACTG"] * 4
@@ -187,7 +188,7 @@ def test_weight_delta_full_and_lora(tiny_model):
 def test_explorer_adds_one_curve_per_press(tiny_model):
     import matplotlib
     matplotlib.use("Agg")
-    from peftlab.tradeoff import TradeoffExplorer
+    from peftlab.explore.forgetting import TradeoffExplorer
 
     ex = TradeoffExplorer(tiny_model, probe=Probe(DOMAIN[:2], OLD), train_data=DOMAIN, batch_size=4, probes_per_run=2)
     c = ex.add("lora", r=2, targets="q,v", lr=1e-3, steps=4)
@@ -206,7 +207,7 @@ def test_plot_curves_draws_one_line_per_curve():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from peftlab.tradeoff import plot_curves
+    from peftlab.explore.forgetting import plot_curves
 
     curves = [Curve(Method(), lr, pts((3.0, 1.0), (1.0, 0.5))) for lr in (1e-4, 1e-3)]
     curves.append(Curve(Method("lora"), 1e-3, pts((3.0, 1.0), (2.0, 0.9))))

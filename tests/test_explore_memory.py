@@ -2,7 +2,8 @@
 
 import pytest
 
-from peftlab import calculator, widgets
+from peftlab import calculator
+from peftlab.explore import memory as widgets
 from peftlab.measure import count_parameters
 
 

@@ -1,9 +1,5 @@
-"""An explorer for 4-bit quantization (notebook 05): pick a layer of the base model and a blocksize,
-see its weights normalised by their block's absmax against the NF4, FP4 and int8 code points,
-the quantization error of each block, and the storage cost in bits per parameter.
-
-As the other explorers (`peftlab.widgets`): `measure()` computes a plain dict (tested without a
-browser), the widget only draws it.
+"""QuantExplorer (notebook 05): a layer's weights, normalised by their block's absmax, against the NF4,
+FP4 and int8 code points; the quantization error per block and the storage cost in bits per parameter.
 """
 
 from __future__ import annotations
@@ -15,9 +11,10 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from . import quant
-from .checkpoint import load_base
-from .qlora import quantizable_layers
+from .. import quant
+from ..checkpoint import load_base
+from ..qlora import quantizable_layers
+
 
 CODEBOOKS = ("nf4", "fp4", "int8")
 STYLE = {"nf4": ("#c44e52", "-"), "fp4": ("#4c72b0", "--"), "int8": ("#55a868", ":")}

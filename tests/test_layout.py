@@ -1,0 +1,93 @@
+"""The package's layout: one room per idea, display code only in `peftlab/explore/`, no import circles."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import peftlab
+
+ROOT = Path(peftlab.__file__).parent
+DISPLAY = ("ipywidgets", "IPython", "matplotlib.pyplot")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, anywhere in the file (module level or inside a function),
+    relative imports resolved to absolute names."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from . import lora` names a module
+    return found
+
+
+MODULES = {_module_name(p): p for p in ROOT.rglob("*.py")}
+GRAPH = {m: {i for i in _imports(p) if i in MODULES and i != m} for m, p in MODULES.items()}
+
+
+def _in_explore(module: str) -> bool:
+    return module == "peftlab.explore" or module.startswith("peftlab.explore.")
+
+
+def test_no_import_circle_inside_peftlab():
+    # the package face (__init__) hands names on and is imported by everyone; leave it out
+    graph = {m: {i for i in deps if i != "peftlab"} for m, deps in GRAPH.items() if m != "peftlab"}
+    state, circles = {}, []
+
+    def visit(m, path):
+        state[m] = "open"
+        for dep in sorted(graph.get(m, ())):
+            if state.get(dep) == "open":
+                circles.append(path[path.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not circles, f"import circles: {circles}"
+
+
+def test_only_explore_imports_display_libraries():
+    offenders = {m: sorted(i for i in _imports(p) if i.split(".")[0] in ("ipywidgets", "IPython") or i in DISPLAY)
+                 for m, p in MODULES.items() if not _in_explore(m)}
+    assert not {m: v for m, v in offenders.items() if v}
+
+
+def test_nothing_outside_explore_imports_explore():
+    offenders = {m: sorted(d for d in deps if _in_explore(d)) for m, deps in GRAPH.items() if not _in_explore(m)}
+    assert not {m: v for m, v in offenders.items() if v}
+
+
+def test_method_modules_import_the_virtual_token_base_not_each_other():
+    for m in ("peftlab.prompt", "peftlab.prefix", "peftlab.ptuning"):
+        assert "peftlab.virtual_tokens" in GRAPH[m]
+        assert not GRAPH[m] & {"peftlab.prompt", "peftlab.prefix", "peftlab.ptuning"}, m
+
+
+def test_measure_imports_no_method():
+    methods = {"peftlab.lora", "peftlab.qlora", "peftlab.adapters", "peftlab.prompt", "peftlab.prefix",
+               "peftlab.ptuning", "peftlab.methods"}
+    assert not GRAPH["peftlab.measure"] & methods
+
+
+def test_command_line_modules_load_no_display_library():
+    code = ("import sys, peftlab.self_instruct, peftlab.teacher, peftlab.bench\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ipywidgets', 'IPython')"
+            " or m == 'matplotlib.pyplot'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
