@@ -134,16 +134,6 @@ def peft_available() -> bool:
     return importlib.util.find_spec("peft") is not None and importlib.util.find_spec("transformers") is not None
 
 
-def randomize_lora_B(model: nn.Module, std: float = 0.01, seed: int = 0) -> None:
-    """Give every B a trained-looking value (B starts at zero), so a merge really changes the weights."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.modules():
-            if isinstance(layer, lora.LoRALinear):
-                for B in layer.lora_B.values():
-                    B.copy_(torch.randn(B.shape, generator=gen) * std)
-
-
 # --- lora --------------------------------------------------------------------------------------
 
 def lora_rows(base: nn.Module, batch: torch.Tensor, rounds: int = 15, warmup: int = 2,
@@ -186,7 +176,7 @@ def lora_rows(base: nn.Module, batch: torch.Tensor, rounds: int = 15, warmup: in
     # inference: one forward pass of the batch; B made non-zero so the merge changes the weights
     merged, unmerged = (methods.prepare(base, "lora", r=RANK, alpha=ALPHA, targets=TARGETS) for _ in range(2))
     for model in (merged, unmerged):
-        randomize_lora_B(model)
+        lora.randomize_B(model)
     lora.merge(merged)
     plain = copy.deepcopy(base)
     t = interleaved_samples({"base": forward_fn(plain, batch), "merged": forward_fn(merged, batch),

@@ -30,10 +30,11 @@ def int_at_least(value, param: str, least: int = 1) -> int:
     >>> int_at_least("3", "steps")
     Traceback (most recent call last):
     ...
-    peftlab.checks.ArgumentError: steps must be an int >= 1, got '3'
+    peftlab.checks.ArgumentError: steps must be a positive int, got '3'
     """
     if not _is_int(value) or value < least:
-        raise ArgumentError(f"{param} must be an int >= {least}, got {value!r}")
+        allowed = "a positive int" if least == 1 else f"an int >= {least}"
+        raise ArgumentError(f"{param} must be {allowed}, got {value!r}")
     return value
 
 

@@ -595,3 +595,20 @@ def _parse_peft(model: nn.Module, config: dict, tensors: dict) -> dict[str, tupl
 def _pattern(patterns: dict | None, name: str, default):
     # PEFT's rule (peft.utils.other.get_pattern_key): the first key matching the end of the name
     return next((v for k, v in (patterns or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
+
+
+@torch.no_grad()
+def randomize_B(model: nn.Module, std: float = 0.01, seed: int = 0) -> nn.Module:
+    """Give every B a trained-looking value instead of its zero init, so that a merge really changes
+    the weights: for demonstrations and benchmarks of merging, not for training. Returns `model`.
+
+    >>> from peftlab import ModelConfig, Transformer
+    >>> model = randomize_B(add(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))))
+    >>> bool(model.layers[0].self_attn.q_proj.lora_B["default"].abs().sum() > 0)
+    True
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for layer in _require_wrappers(model).values():
+        for B in layer.lora_B.values():
+            B.copy_(torch.randn(B.shape, generator=gen) * std)
+    return model

@@ -54,5 +54,5 @@ def prepare(base: nn.Module, name: str, **options) -> nn.Module:
     (512, 26912)
     """
     if name not in BUILDERS:
-        raise ValueError(f"name must be one of {list(BUILDERS)}, got {name!r}")
+        raise ValueError(f"name (the method) must be one of {list(BUILDERS)}, got {name!r}")
     return BUILDERS[name](copy.deepcopy(base), **options)

@@ -146,7 +146,7 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
     >>> train(model, data.qa_task()["train"], steps="3")
     Traceback (most recent call last):
     ...
-    peftlab.checks.ArgumentError: steps must be an int >= 1, got '3'
+    peftlab.checks.ArgumentError: steps must be a positive int, got '3'
     """
     for value, param in ((steps, "steps"), (batch_size, "batch_size"), (grad_accum, "grad_accum")):
         positive_int(value, param)

@@ -47,7 +47,7 @@ def test_ratio_row_rejects_bad_input(denominator, limit, match):
 def test_formatters():
     assert bench.ms(0.0123) == "12.3 ms"
     assert bench.count(3297024) == "3,297,024"
-    assert bench.mebibytes(3 * 2**20) == "3.00 MiB"
+    assert bench.mib(3 * 2**20) == "3.00 MiB"
     assert bench.format_ratio(0.5) == "0.500"
     assert bench.format_ratio(0.01) == "0.0100 (1/100)"
 
@@ -74,7 +74,7 @@ def test_interleaved_times_alternates_the_order_and_takes_medians(monkeypatch):
         fn()
         return float(next(fake_seconds))
 
-    monkeypatch.setattr(bench, "time_step", fake_time_step)
+    monkeypatch.setattr(measure, "time_step", fake_time_step)
     t = measure.interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
     assert calls == ["a", "b",  # warm-up, untimed
                      "a", "b", "b", "a", "a", "b"]
@@ -133,7 +133,7 @@ def test_lora_rows_structure_and_parameter_ratios(model):
 
 def test_randomize_lora_B_makes_the_merge_change_the_weights(model):
     adapted = lora.add(copy.deepcopy(model), r=4)
-    bench.randomize_lora_B(adapted)
+    lora.randomize_B(adapted)
     q = adapted.layers[0].self_attn.q_proj
     assert q.lora_B["default"].abs().min() > 0
     weight = q.base_layer.weight.clone()

@@ -40,10 +40,11 @@ import torch
 import matplotlib.pyplot as plt
 import peftlab
 from peftlab import data, load_base, count_parameters, memory_report, exact_match
-from peftlab.train import train, complete, evaluate_loss
+from peftlab.evaluate import complete, evaluate_loss
+from peftlab.train import train
 from peftlab.measure import time_step, train_step_fn
-from peftlab.report import table, claim_check, mib
-from peftlab.widgets import stacked_bars
+from peftlab.explore.plots import stacked_bars
+from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -169,7 +170,7 @@ display(claim_check([
 # activations shrink (notebook 15 measures its cost in time).
 
 # %% tags=["nbval-skip"]
-from peftlab.widgets import MemoryExplorer
+from peftlab.explore.memory import MemoryExplorer
 MemoryExplorer(load_base(device=device)).show()
 
 # %% [markdown]

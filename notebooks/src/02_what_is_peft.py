@@ -32,18 +32,16 @@
 # 73.8, MNLI 91.7 vs 89.5). On a 3.3M-parameter model the methods spread out, as measured below.
 
 # %%
-import copy
-
 import matplotlib.pyplot as plt
 import torch
 
-from peftlab import (adapters, count_parameters, data, exact_match, load_base, lora, memory_report, prefix, prompt,
-                     ptuning, qlora)
+from peftlab import count_parameters, data, exact_match, load_base, memory_report, methods, prefix, prompt
 from peftlab.measure import time_step, train_step_fn
-from peftlab.report import claim_check, mib, table
+from peftlab.explore.plots import CATEGORIES, stacked_bars
+from peftlab.explore.report import claim_check, mib, table
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import collate, evaluate_loss, train
-from peftlab.widgets import CATEGORIES, stacked_bars
+from peftlab.evaluate import evaluate_loss
+from peftlab.train import collate, train
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -67,35 +65,25 @@ print(f"base model: {N:,} parameters; Q/A task: {len(qa['train'])} train, {len(t
 
 
 # %%
-def adapters_add(m):
-    adapters.add(m, bottleneck=16)
-    return m
-
-
-def qlora_add(m):
-    return lora.add(qlora.quantize(m), r=8, alpha=16)
-
-
-METHODS = {  # name -> (make a trainable model from a base copy, learning rate, parameters stored per task)
-    "full fine-tuning": (lambda m: m, 3e-4, N),
-    "LoRA r=8 (q, v)": (lambda m: lora.add(m, r=8, alpha=16), 3e-3, None),
-    "QLoRA r=8 (q, v), NF4": (qlora_add, 3e-3, None),
-    "adapters m=16 (MLP)": (adapters_add, 1e-2, None),
-    "prompt tuning n=20": (lambda m: prompt.add(m, 20, init="vocab"), 0.1, prompt.num_parameters(20, cfg.d_model)),
-    "prefix tuning P=10 (MLP)": (lambda m: prefix.add(m, 10), 3e-3,
-                                 prefix.num_parameters(10, cfg.d_model, cfg.n_layers)),
-    "P-tuning n=20 (LSTM)": (lambda m: ptuning.add(m, 20, "lstm"), 1e-2, prompt.num_parameters(20, cfg.d_model)),
+METHODS = {  # name -> (peftlab.methods builder and its options, learning rate, parameters stored per task)
+    "full fine-tuning": (("full", {}), 3e-4, N),
+    "LoRA r=8 (q, v)": (("lora", {"r": 8, "alpha": 16}), 3e-3, None),
+    "QLoRA r=8 (q, v), NF4": (("qlora", {"r": 8, "alpha": 16}), 3e-3, None),
+    "adapters m=16 (MLP)": (("adapters", {"bottleneck": 16}), 1e-2, None),
+    "prompt tuning n=20": (("prompt", {"n_tokens": 20, "init": "vocab"}), 0.1, prompt.num_parameters(20, cfg.d_model)),
+    "prefix tuning P=10 (MLP)": (("prefix", {"n_tokens": 10}), 3e-3, prefix.num_parameters(10, cfg.d_model, cfg.n_layers)),
+    "P-tuning n=20 (LSTM)": (("ptuning", {"n_tokens": 20, "encoder": "lstm"}), 1e-2, prompt.num_parameters(20, cfg.d_model)),
 }
 batch_ids, batch_labels = collate(qa["train"][:BATCH], ByteTokenizer())
 
 
 def run_method(name: str, steps: int) -> dict:
     """Train a fresh copy with method `name`; what trains and is stored, one step's memory, held-out quality."""
-    make, lr, stored = METHODS[name]
+    (method, options), lr, stored = METHODS[name]
     torch.manual_seed(0)
-    mem = memory_report(make(copy.deepcopy(model)), batch_ids, labels=batch_labels)  # its own copy: it takes a step
+    mem = memory_report(methods.prepare(model, method, **options), batch_ids, labels=batch_labels)  # its own copy
     torch.manual_seed(0)
-    m = make(copy.deepcopy(model))
+    m = methods.prepare(model, method, **options)
     trainable = count_parameters(m).trainable
     hist = train(m, qa["train"], steps=steps, lr=lr, batch_size=BATCH, progress=False)
     return {"trainable": trainable, "stored": stored or trainable, "memory": mem.as_dict(), "loss": hist.loss,

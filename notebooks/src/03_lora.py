@@ -49,9 +49,10 @@ import torch
 from torch import nn
 
 from peftlab import count_parameters, data, exact_match, load_base, lora
-from peftlab.report import claim_check, table
+from peftlab.explore.report import claim_check, table
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import collate, complete, lm_loss, train
+from peftlab.evaluate import complete
+from peftlab.train import collate, lm_loss, train
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()

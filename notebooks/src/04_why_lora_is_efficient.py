@@ -44,10 +44,9 @@ import matplotlib.pyplot as plt
 from safetensors.torch import save_file
 from peftlab import data, load_base, count_parameters, memory_report, lora
 from peftlab.train import train
-from peftlab.measure import train_step_fn
-from peftlab.bench import interleaved_samples, paired_ratio
-from peftlab.report import table, claim_check, mib
-from peftlab.widgets import stacked_bars
+from peftlab.measure import interleaved_samples, paired_ratio, train_step_fn
+from peftlab.explore.plots import stacked_bars
+from peftlab.explore.report import table, claim_check, mib
 from peftlab.checkpoint import CHECKPOINT_DIR
 
 torch.manual_seed(0)
@@ -198,7 +197,7 @@ print(f"training VRAM in the paper: 1.2 TB -> 350 GB = {1.2e12 / 350e9:.1f}x; "
 # ## Step time: LoRA vs full fine-tuning, measured
 #
 # One training step (forward, backward, AdamW) on the same batch, the candidates alternating round by round so
-# that drift on a busy machine hits all alike (`peftlab.bench.interleaved_samples`; the full table is
+# that drift on a busy machine hits all alike (`peftlab.measure.interleaved_samples`; the full table is
 # `python -m peftlab.bench lora`). A fourth candidate marks the floor: a model in which nothing trains but the
 # first RMSNorm's gain, so the backward pass runs through every layer yet computes no weight gradient of any
 # matrix. No adapter can be cheaper than that. Each ratio is the median of the per-round ratios. Times differ

@@ -44,7 +44,7 @@ from IPython.display import display
 
 from peftlab import ByteTokenizer, calculator, count_parameters, data, exact_match, load_base, lora, memory_report
 from peftlab import qlora, quant
-from peftlab.report import claim_check, mib, table
+from peftlab.explore.report import claim_check, mib, table
 from peftlab.train import collate, train
 
 torch.manual_seed(0)
@@ -314,7 +314,7 @@ display(claim_check([
 # Smaller blocks lower the error and raise the overhead: blocksize 32 costs 5 bits per parameter, 1024 costs 4.03.
 
 # %% tags=["nbval-skip"]
-from peftlab.quant_explorer import QuantExplorer
+from peftlab.explore.quant import QuantExplorer
 QuantExplorer(cpu_base).show()
 
 # %% [markdown]

@@ -43,9 +43,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from peftlab import count_parameters, data, exact_match, load_base, lora, prompt
-from peftlab.report import claim_check, table
+from peftlab.explore.report import claim_check, table
+from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import complete, evaluate_loss, train
+from peftlab.evaluate import complete, evaluate_loss
+from peftlab.train import train
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -112,7 +114,7 @@ print(f"greedy continuation: {gen_soft!r} vs {gen_text!r}")
 # repeated to fill the prompt).
 
 # %%
-explorer = prompt.VirtualTokenExplorer(model, batch_size=BATCH, n_eval=N_EVAL)
+explorer = VirtualTokenExplorer(model, batch_size=BATCH, n_eval=N_EVAL)
 qa, test = explorer.qa, explorer.test
 print(f"Q/A: {len(qa['train'])} train examples, {len(test)} held-out used here; lr {explorer.LR['prompt']}")
 runs = {}

@@ -41,7 +41,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from peftlab import count_parameters, load_base, prefix, prompt
-from peftlab.report import claim_check, table
+from peftlab.explore.report import claim_check, table
+from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.train import lm_loss
 
@@ -105,7 +106,7 @@ display(table([(name, f"{n:,}", f"{formula:,}", f"{100 * n / total:.2f}%") for n
 # prefixes and batch orders.
 
 # %%
-explorer = prompt.VirtualTokenExplorer(model, batch_size=BATCH, n_eval=N_EVAL)
+explorer = VirtualTokenExplorer(model, batch_size=BATCH, n_eval=N_EVAL)
 results = {"direct": [], "mlp": []}
 for variant in results:
     for seed in range(SEEDS):

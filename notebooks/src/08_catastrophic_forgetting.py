@@ -36,17 +36,18 @@
 # - **methods**: full fine-tuning, and LoRA with $r = 8$ on every linear layer (`all-linear`, $\alpha = 2r$ as in
 #   Biderman et al.).
 # - **the curve**: one training run per (method, learning rate), probed every few steps through `train()`'s
-#   `on_step` callback, so a whole curve costs one run. `peftlab.tradeoff` holds the pieces.
+#   `on_step` callback, so a whole curve costs one run. `peftlab.forgetting` holds the pieces.
 
 # %%
 import statistics
 import torch
 import matplotlib.pyplot as plt
 from peftlab import data, load_base, lora
-from peftlab import tradeoff
-from peftlab.tradeoff import Method, Probe
-from peftlab.train import complete
-from peftlab.report import table, claim_check
+from peftlab import forgetting
+from peftlab.forgetting import Method, Probe
+from peftlab.evaluate import complete
+from peftlab.explore.forgetting import TradeoffExplorer, plot_curves
+from peftlab.explore.report import table, claim_check
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -57,7 +58,7 @@ N_DOMAIN, N_FACTS = (244, 480) if GPU else (24, 120)
 
 base = load_base(device=device)
 dna = data.dna_task()
-probe = Probe(dna["val"][:N_DOMAIN], tradeoff.fact_subset(N_FACTS))
+probe = Probe(dna["val"][:N_DOMAIN], forgetting.fact_subset(N_FACTS))
 start = probe(base)
 print(f"DNA sequences: {len(dna['train'])} train / {len(dna['val'])} val / {len(dna['test'])} test")
 print("example:", dna["train"][0])
@@ -80,7 +81,7 @@ print("base continues:", repr(complete(base, [prompt], len(gene) - len(prompt))[
 #
 # Each run fine-tunes a fresh copy of the base model on the DNA train split at a constant learning rate and
 # probes it at step 0 and every few steps: DNA validation loss on a fixed subset of sequences, and fact completion
-# on a fixed random subset of the 480 facts (`tradeoff.greedy_accuracy`: the same count as `exact_match`, in one
+# on a fixed random subset of the 480 facts (`forgetting.greedy_accuracy`: the same count as `exact_match`, in one
 # forward pass). The learning rates span each method's usual range; LoRA is usually run at a higher one.
 
 # %%
@@ -89,7 +90,7 @@ LRS = {"full FT": [1e-4, 1e-3], "LoRA r=8": [3e-4, 1e-3, 3e-3]}
 if GPU:
     METHODS["LoRA r=64"] = Method("lora", r=64)
     LRS = {"full FT": [3e-5, 1e-4, 3e-4, 1e-3], "LoRA r=8": [3e-4, 1e-3, 3e-3], "LoRA r=64": [3e-4, 1e-3]}
-curves = {name: [tradeoff.run(base, m, dna["train"], probe, lr=lr, steps=STEPS, every=EVERY, batch_size=BATCH,
+curves = {name: [forgetting.run(base, m, dna["train"], probe, lr=lr, steps=STEPS, every=EVERY, batch_size=BATCH,
                               start=start, keep_model=True)  # models kept for the rank analysis below
                  for lr in LRS[name]] for name, m in METHODS.items()}
 print("DNA val loss / fact completion at steps", [p["step"] for p in curves["full FT"][0].points])
@@ -103,7 +104,7 @@ for group in curves.values():
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 4.5))
-tradeoff.plot_curves(ax, [c for g in curves.values() for c in g], base_accuracy=start["old_accuracy"])
+plot_curves(ax, [c for g in curves.values() for c in g], base_accuracy=start["old_accuracy"])
 ax.set_xscale("log")  # the first steps cut the loss many times over; the comparison lives at the low end
 ax.set_xticks([10, 5, 3, 2, 1.5, 1, 0.7], labels=["10", "5", "3", "2", "1.5", "1", "0.7"])
 ax.minorticks_off()
@@ -136,11 +137,11 @@ display(table(rows, ["method", "lr", "steps", "DNA val loss", "fact completion"]
 # bracket the level). The levels run from the lowest loss the less-learning method reached to twice that loss.
 
 # %%
-rows = tradeoff.matched(curves, n=5, span=2.0)
+rows = forgetting.matched(curves, n=5, span=2.0)
 display(table([(f"{r['domain_loss']:.3f}", *(f"{r[n]:.1%}" for n in curves), f"{r['LoRA r=8'] - r['full FT']:+.1%}")
                for r in rows], ["DNA val loss (matched)", *(f"{n} keeps" for n in curves), "LoRA r=8 - full FT"]))
-gap, verdict = tradeoff.verdict(rows, "LoRA r=8", "full FT", tolerance=0.03)
-reach = {n: tradeoff.lowest_loss(g) for n, g in curves.items()}
+gap, verdict = forgetting.verdict(rows, "LoRA r=8", "full FT", tolerance=0.03)
+reach = {n: forgetting.lowest_loss(g) for n, g in curves.items()}
 print("lowest DNA val loss reached:", ", ".join(f"{n} {v:.3f}" for n, v in reach.items()))
 print(f"mean gap at matched DNA loss (LoRA r=8 - full FT): {gap:+.1%} -> {verdict}")
 
@@ -164,8 +165,8 @@ print(f"mean gap at matched DNA loss (LoRA r=8 - full FT): {gap:+.1%} -> {verdic
 # %%
 full_model, lora_model = (next(c for c in curves[n] if c.lr == SAME_LR).model for n in ("full FT", "LoRA r=8"))
 adapted = [n for n, m in lora_model.named_modules() if isinstance(m, lora.LoRALinear)]  # 7 per block x 4 blocks
-ranks = {n: (tradeoff.effective_rank(tradeoff.weight_delta(full_model, base, n)),
-             tradeoff.effective_rank(tradeoff.weight_delta(lora_model, base, n))) for n in adapted}
+ranks = {n: (forgetting.effective_rank(forgetting.weight_delta(full_model, base, n)),
+             forgetting.effective_rank(forgetting.weight_delta(lora_model, base, n))) for n in adapted}
 rows = []
 for kind in dict.fromkeys(n.rsplit(".", 1)[-1] for n in adapted):
     layers = [n for n in adapted if n.endswith(kind)]
@@ -192,13 +193,13 @@ print(f"median over the {len(adapted)} layers: full FT needs {full_rank:g} direc
 
 # %%
 LAYER = "layers.1.mlp.down_proj"
-deltas = {f"full FT, lr {SAME_LR:g}": tradeoff.weight_delta(full_model, base, LAYER),
-          f"LoRA r=8, lr {SAME_LR:g}": tradeoff.weight_delta(lora_model, base, LAYER),
+deltas = {f"full FT, lr {SAME_LR:g}": forgetting.weight_delta(full_model, base, LAYER),
+          f"LoRA r=8, lr {SAME_LR:g}": forgetting.weight_delta(lora_model, base, LAYER),
           "random (Gaussian)": torch.randn(base.get_submodule(LAYER).weight.shape, generator=torch.Generator().manual_seed(0))}
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
 for k, d in deltas.items():
     s2 = torch.linalg.svdvals(d.double()) ** 2
-    ax.plot(range(1, len(s2) + 1), (s2.cumsum(0) / s2.sum()).numpy(), label=f"{k} (90% at {tradeoff.effective_rank(d)})")
+    ax.plot(range(1, len(s2) + 1), (s2.cumsum(0) / s2.sum()).numpy(), label=f"{k} (90% at {forgetting.effective_rank(d)})")
 ax.axhline(0.9, color="grey", lw=0.8, ls=":")
 ax.set_xscale("log"); ax.set_xlabel("number of singular directions"); ax.set_ylabel("share of variance")
 ax.set_title(f"Spectrum of the update of {LAYER}"); ax.legend(fontsize=8)
@@ -237,7 +238,7 @@ display(claim_check([
 # $q, v$ only: how far right can it get?
 
 # %% tags=["nbval-skip"]
-explorer = tradeoff.TradeoffExplorer(base, curves=[c for g in curves.values() for c in g], probe=probe, batch_size=BATCH)
+explorer = TradeoffExplorer(base, curves=[c for g in curves.values() for c in g], probe=probe, batch_size=BATCH)
 explorer.show()
 
 # %% [markdown]

@@ -47,7 +47,8 @@ from peftlab import instruct
 from peftlab.checkpoint import manifest
 from peftlab.instruct import DEFAULT_TEMPLATE, evaluate, fixed_width_batches, to_examples
 from peftlab.train import train
-from peftlab.report import table, claim_check, better_by_both
+from peftlab.explore.instruct import InstructionExplorer
+from peftlab.explore.report import table, claim_check, better_by_both
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -134,11 +135,11 @@ results["LoRA r=8"] = held_out(tuned_lora)
 # task-writing format.
 # With only 40 real words a model can memorise the answer for each word; with thousands of made-up ones it has
 # to learn the operation. It ships with peftlab; it was made once by
-# `python -m peftlab.self_instruct --train-teacher`. It never saw the held-out inputs, the new phrasings of
+# `python -m peftlab.teacher --train`. It never saw the held-out inputs, the new phrasings of
 # PARAPHRASES, the new families, or the held-out people's facts.
 
 # %%
-from peftlab.self_instruct import teacher_tasks
+from peftlab.teacher import teacher_tasks
 
 teacher = load_base("teacher", device=device)
 made = manifest("teacher")["teacher"]
@@ -262,7 +263,7 @@ display(claim_check([
 # rule's answer is shown too.
 
 # %% tags=["nbval-skip"]
-instruct.InstructionExplorer({"base": base, "instruction-tuned": tuned, "LoRA": tuned_lora,
+InstructionExplorer({"base": base, "instruction-tuned": tuned, "LoRA": tuned_lora,
                               "more data (teacher)": teacher}).show()
 
 # %% [markdown]

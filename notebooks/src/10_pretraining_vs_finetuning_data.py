@@ -32,8 +32,9 @@ import statistics
 import torch
 import matplotlib.pyplot as plt
 from peftlab import data, load_base, exact_match
-from peftlab.train import train, complete
-from peftlab.report import table, claim_check
+from peftlab.evaluate import complete
+from peftlab.explore.report import table, claim_check
+from peftlab.train import train
 
 torch.manual_seed(0)
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -154,7 +155,7 @@ display(claim_check([
 # very few people and watch what happens to the held-out people and to fact completion.
 
 # %% tags=["nbval-skip"]
-from peftlab.widgets import QAFineTuneExplorer
+from peftlab.explore.finetune_data import QAFineTuneExplorer
 QAFineTuneExplorer(load_base(device=device)).show()
 
 # %% [markdown]

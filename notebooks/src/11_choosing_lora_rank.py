@@ -39,8 +39,9 @@
 import torch
 import matplotlib.pyplot as plt
 from peftlab import load_base, lora
-from peftlab.rank_sweep import sweep, train_rank, subspace_similarity, table_rows, TABLE_HEADERS, plot_losses
-from peftlab.report import table, claim_check
+from peftlab.rank_sweep import sweep, train_rank, subspace_similarity
+from peftlab.explore.rank import TABLE_HEADERS, plot_losses, table_rows
+from peftlab.explore.report import table, claim_check
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -210,7 +211,7 @@ display(claim_check([
 # alpha/r against alpha/sqrt(r) at ranks 1, 8, 64, or "all-linear" at rank 1 against "q_proj,v_proj" at rank 64.
 
 # %% tags=["nbval-skip"]
-from peftlab.rank_sweep import RankSweep
+from peftlab.explore.rank import RankSweep
 RankSweep(base).show()
 
 # %% [markdown]

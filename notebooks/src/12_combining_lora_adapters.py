@@ -38,9 +38,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from peftlab import count_parameters, data, load_base, lora
-from peftlab.multitask import CombineExplorer, combine_scores, score, train_adapters
-from peftlab.report import claim_check, table
-from peftlab.train import complete
+from peftlab.evaluate import complete
+from peftlab.explore.combine import CombineExplorer
+from peftlab.explore.report import claim_check, table
+from peftlab.multitask import combine_scores, score, train_adapters
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()

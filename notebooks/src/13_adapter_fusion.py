@@ -41,7 +41,8 @@ import torch
 from peftlab import adapters, count_parameters, data, load_base, lora
 from peftlab.multitask import (by_domain, combine_scores, fusion_weights_for, mean_fusion_weights, mixed_task,
                                scores_by_domain, train_adapters)
-from peftlab.report import claim_check, table
+from peftlab.explore.plots import plot_fusion_weights
+from peftlab.explore.report import claim_check, table
 from peftlab.train import train
 
 torch.manual_seed(0)
@@ -176,7 +177,7 @@ sql_example, python_example = test["sql"][0], test["python"][0]
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
 for ax, ex in zip(axes, (sql_example, python_example)):
     w = fusion_weights_for(model, ex.text)  # (layers, tokens, adapters)
-    adapters.plot_fusion_weights(w.unsqueeze(1), ["sql", "python"], ax=ax)
+    plot_fusion_weights(w.unsqueeze(1), ["sql", "python"], ax=ax)
     ax.set_title(f"{ex.meta['domain']} input: {ex.prompt.strip()[:28]}…", fontsize=9)
 plt.tight_layout()
 plt.show()
@@ -246,7 +247,7 @@ choices = {f"{e.meta['domain']}: {e.prompt.strip()[:50]}": e.text for e in test[
 def show_fusion(text):
     v = fusion_view(text)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 2.8), gridspec_kw={"width_ratios": [1, 3]})
-    adapters.plot_fusion_weights(torch.tensor(v["per_layer"])[:, None, None], ["sql", "python"], ax=ax1)
+    plot_fusion_weights(torch.tensor(v["per_layer"])[:, None, None], ["sql", "python"], ax=ax1)
     image = ax2.imshow(v["sql_per_token"], vmin=0, vmax=1, cmap="coolwarm", aspect="auto")
     ax2.set_xticks(range(len(v["tokens"])), [repr(c)[1:-1] for c in v["tokens"]], fontsize=6)
     ax2.set(ylabel="fusion layer", title="weight on the SQL adapter, per token (1 = SQL, 0 = Python)")

@@ -43,8 +43,8 @@ import copy
 import torch
 import matplotlib.pyplot as plt
 from peftlab import load_base, count_parameters, memory_report, lora, calculator
-from peftlab.report import table, claim_check, mib
-from peftlab.widgets import stacked_bars
+from peftlab.explore.plots import stacked_bars
+from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -283,7 +283,7 @@ display(claim_check([
 # activations stay; raise the batch until the red bar dominates, then turn on checkpointing.
 
 # %% tags=["nbval-skip"]
-from peftlab.widgets import MemoryExplorer
+from peftlab.explore.memory import MemoryExplorer
 MemoryExplorer(load_base(device=device)).show()
 
 # %% [markdown]

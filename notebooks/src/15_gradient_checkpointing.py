@@ -46,7 +46,7 @@ from peftlab import data, load_base, lora, memory_report, count_parameters
 from peftlab.train import train, lm_loss
 from peftlab.gradient_checkpointing import (checkpointing_sweep, measure_checkpointing, reentrant_checkpointing,
                                             enable_input_require_grads, THEORY_TIME_RATIO, FLOPS_PER_TOKEN)
-from peftlab.report import table, claim_check, mib
+from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -246,7 +246,7 @@ display(claim_check([
 # add blocks and watch which bars grow.
 
 # %% tags=["nbval-skip"]
-from peftlab.gradient_checkpointing import CheckpointingExplorer
+from peftlab.explore.checkpointing import CheckpointingExplorer
 CheckpointingExplorer(device=device).show()
 
 # %% [markdown]

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 from peftlab import data, load_base, count_parameters
 from peftlab.train import train, packed_batches, check_precision
 from peftlab.mixed_precision import number_formats, loss_scale_sweep, gradient_magnitudes, precision_sweep
-from peftlab.report import table, claim_check, mib
+from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -242,7 +242,7 @@ display(claim_check([
 # memory of one step in that precision (fp16 training steps need a GPU, so on the CPU only the counts are shown).
 
 # %% tags=["nbval-skip"]
-from peftlab.mixed_precision import PrecisionExplorer
+from peftlab.explore.precision import PrecisionExplorer
 PrecisionExplorer(base, ids).show()
 
 # %% [markdown]

@@ -36,7 +36,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from peftlab import count_parameters, load_base, prompt, ptuning
-from peftlab.report import claim_check, table
+from peftlab.explore.report import claim_check, table
+from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -80,7 +81,7 @@ display(table([(name, f"{n:,}", f"{f:,}", f"{100 * n / total:.1f}%", f"{N_TOKENS
 # training loss, and the held-out answer loss.
 
 # %%
-explorer = prompt.VirtualTokenExplorer(model, batch_size=BATCH, n_eval=N_EVAL)
+explorer = VirtualTokenExplorer(model, batch_size=BATCH, n_eval=N_EVAL)
 variants = {"none (prompt tuning)": ("prompt", "vocab"), "MLP": ("ptuning", "mlp"), "LSTM": ("ptuning", "lstm")}
 runs = {v: [explorer.run(method, N_TOKENS, option, steps=STEPS, seed=s) for s in range(SEEDS)]
         for v, (method, option) in variants.items()}

@@ -42,8 +42,8 @@ import statistics
 import torch
 import matplotlib.pyplot as plt
 from peftlab import load_base, lora
-from peftlab.bench import forward_fn, interleaved_samples, paired_ratio, randomize_lora_B
-from peftlab.report import table, claim_check
+from peftlab.explore.report import table, claim_check
+from peftlab.measure import forward_fn, interleaved_samples, paired_ratio
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -62,14 +62,14 @@ print(f"d_model {base.config.d_model}, {base.config.n_layers} layers; LoRA on {T
 # %% [markdown]
 # ## Build the three models and check they compute the same thing
 #
-# A trained adapter has $B \neq 0$, so we give $B$ random values (`randomize_lora_B`) before merging; at
+# A trained adapter has $B \neq 0$, so we give $B$ random values (`lora.randomize_B`) before merging; at
 # initialisation $B = 0$ and merging would change nothing.
 
 # %%
 def build(r):
     """(merged, unmerged) copies of the base with the same r=`r` adapter."""
     unmerged = lora.add(copy.deepcopy(base), r=r, alpha=2 * r, targets=TARGETS)
-    randomize_lora_B(unmerged, std=0.02)
+    lora.randomize_B(unmerged, std=0.02)
     merged = copy.deepcopy(unmerged)
     lora.merge(merged)
     return merged, unmerged

@@ -26,7 +26,7 @@
 # far longer on far more data than any student sees (thousands of tasks, most inputs made-up words so that the
 # operations have to be learned rather than memorised, several wordings, and the same tasks in a task-writing
 # format), and a *student* that starts from the base. The teacher ships with peftlab like
-# the base model: it was trained once, with fixed seeds, by `python -m peftlab.self_instruct --train-teacher`, and
+# the base model: it was trained once, with fixed seeds, by `python -m peftlab.teacher --train`, and
 # `load_base("teacher")` checks its hash. The filters are the paper's (well-formed, novel by ROUGE-L), plus one it
 # could not have: a correctness check, because every family here has a rule that computes the right output.
 
@@ -38,7 +38,8 @@ from peftlab import load_base, rouge
 from peftlab import self_instruct as si
 from peftlab.checkpoint import manifest
 from peftlab.instruct import evaluate, heldout_suite
-from peftlab.report import table, claim_check, better_by_both
+from peftlab.explore.report import table, claim_check, better_by_both
+from peftlab.explore.self_instruct import FunnelExplorer, plot_funnel
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -77,7 +78,7 @@ teacher = load_base("teacher", device=device)  # shipped; the hash is checked on
 made = manifest("teacher")["teacher"]
 print(f"teacher: the base + {made['steps']} steps (batch {made['batch_size']}, lr {made['lr']}, {made['schedule']}, "
       f"seed {made['seed']}) on {made['data']}")
-print(f"rebuilt by `python -m peftlab.self_instruct --train-teacher` in {made['wall_time_s']:.0f} s on a "
+print(f"rebuilt by `{manifest('teacher')['command']}` in {made['wall_time_s']:.0f} s on a "
       f"{made['threads']}-thread CPU; the students below see {len(seeds)} seeds plus what the teacher writes")
 
 # %% [markdown]
@@ -126,7 +127,7 @@ for key, gens in shown.items():
         print(f"[{g.verdict[:70]}]\n    {what}")
 
 # %%
-si.plot_funnel(funnel, "self-instruct funnel (ROUGE-L < 0.7)")
+plot_funnel(funnel, "self-instruct funnel (ROUGE-L < 0.7)")
 
 # %% [markdown]
 # ## Three students, trained the same way
@@ -216,7 +217,7 @@ display(claim_check([
 # counts as a duplicate of something in the pool.
 
 # %% tags=["nbval-skip"]
-si.FunnelExplorer(result).show()
+FunnelExplorer(result).show()
 
 # %% [markdown]
 # ## Takeaways for the interview

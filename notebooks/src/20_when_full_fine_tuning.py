@@ -33,9 +33,12 @@
 import torch
 import matplotlib.pyplot as plt
 from peftlab import data, load_base, count_parameters, evaluate_loss
-from peftlab import tradeoff
-from peftlab.tradeoff import Method, greedy_accuracy
-from peftlab.report import table, claim_check
+from peftlab import forgetting
+from peftlab.evaluate import greedy_accuracy
+from peftlab.explore.forgetting import TradeoffExplorer
+from peftlab.explore.report import table, claim_check
+from peftlab.forgetting import Method
+from peftlab.train import train
 
 torch.manual_seed(0)
 GPU = torch.cuda.is_available()
@@ -47,7 +50,7 @@ QA_STEPS, QA_BATCH = (120, 16) if GPU else (40, 8)
 
 base = load_base(device=device)
 dna, qa = data.dna_task(), data.qa_task()
-facts = tradeoff.fact_subset(120)
+facts = forgetting.fact_subset(120)
 QV = ("q_proj", "v_proj")
 METHODS = [Method("full")] + [Method("lora", r=r, targets=t) for t in (QV, "all-linear") for r in (1, 8, 64)]
 n_params = {m.label: count_parameters(m.prepare(base)) for m in METHODS}
@@ -63,7 +66,7 @@ display(table([(m.label, f"{n_params[m.label].trainable:,}", f"{n_params[m.label
 # A shared learning rate would favour whichever method it happens to suit: LoRA's best learning rate is typically
 # several times higher than full fine-tuning's. Each method gets its own: the one with the lowest DNA validation loss
 # (64 held-out sequences) after exactly this budget, from the grid below, extended by one step where the best sat at
-# the edge (`tradeoff.tune_lr`: one run per learning rate, measured at the end). With a GPU the next cell runs that
+# the edge (`forgetting.tune_lr`: one run per learning rate, measured at the end). With a GPU the next cell runs that
 # sweep; on a CPU it would take minutes, so the cell uses the values the same sweep picked with the CPU settings
 # (same steps, batch and seed; set `TUNE = True` to rerun it). The Q/A learning rates were picked the same way on the
 # Q/A validation people.
@@ -76,10 +79,10 @@ LR = {"full FT": 1e-3, "LoRA r=1 q,v": 3e-2, "LoRA r=8 q,v": 1e-2, "LoRA r=64 q,
 QA_LR = {"full FT": 3e-4, "LoRA r=8 q,v": 3e-3, "LoRA r=8 all-linear": 3e-3}
 if TUNE:
     tune_probe = lambda m: {"domain_loss": evaluate_loss(m, dna["val"][:64])}
-    LR = {m.label: tradeoff.tune_lr(base, m, dna["train"], tune_probe, GRID[m.kind], steps=STEPS, batch_size=BATCH)[0]
+    LR = {m.label: forgetting.tune_lr(base, m, dna["train"], tune_probe, GRID[m.kind], steps=STEPS, batch_size=BATCH)[0]
           for m in METHODS}
     qa_probe = lambda m: {"accuracy": greedy_accuracy(m, qa["val"])}
-    QA_LR = {m.label: tradeoff.tune_lr(base, m, qa["train"], qa_probe, GRID[m.kind], steps=QA_STEPS, batch_size=QA_BATCH,
+    QA_LR = {m.label: forgetting.tune_lr(base, m, qa["train"], qa_probe, GRID[m.kind], steps=QA_STEPS, batch_size=QA_BATCH,
                                        key="accuracy", minimize=False)[0]
              for m in METHODS if m.label in QA_LR}
 print("DNA learning rates:", {k: f"{v:g}" for k, v in LR.items()})
@@ -99,7 +102,7 @@ print("Q/A learning rates:", {k: f"{v:g}" for k, v in QA_LR.items()})
 no_probe = lambda m: {}  # the learning curve is the training loss `run` records at every probed step
 runs, results = {}, {}
 for m in METHODS:
-    runs[m.label] = tradeoff.run(base, m, dna["train"], no_probe, lr=LR[m.label], steps=STEPS, every=1,
+    runs[m.label] = forgetting.run(base, m, dna["train"], no_probe, lr=LR[m.label], steps=STEPS, every=1,
                                  batch_size=BATCH, keep_model=True)
     model = runs[m.label].model
     results[m.label] = {"test_loss": evaluate_loss(model, dna["test"][:N_TEST]), "facts": greedy_accuracy(model, facts)}
@@ -170,7 +173,7 @@ qa_results = {}
 for m in METHODS:
     if m.label in QA_LR:
         model = m.prepare(base)
-        tradeoff.train(model, qa["train"], steps=QA_STEPS, lr=QA_LR[m.label], batch_size=QA_BATCH, progress=False)
+        train(model, qa["train"], steps=QA_STEPS, lr=QA_LR[m.label], batch_size=QA_BATCH, progress=False)
         qa_results[m.label] = greedy_accuracy(model, qa["test"])
 qa_full = qa_results["full FT"]
 qa_best = max((k for k in qa_results if k != "full FT"), key=qa_results.get)
@@ -219,9 +222,9 @@ display(claim_check([
 # it can get compared with full fine-tuning; then watch the y axis: the runs that go furthest are the ones that forget.
 
 # %% tags=["nbval-skip"]
-reference = tradeoff.run(base, Method("full"), dna["train"], tradeoff.Probe(dna["val"][:24], facts), lr=LR["full FT"],
+reference = forgetting.run(base, Method("full"), dna["train"], forgetting.Probe(dna["val"][:24], facts), lr=LR["full FT"],
                          steps=STEPS, every=max(1, STEPS // 5), batch_size=BATCH)
-tradeoff.TradeoffExplorer(base, curves=[reference], probe=tradeoff.Probe(dna["val"][:24], facts), batch_size=BATCH).show()
+TradeoffExplorer(base, curves=[reference], probe=forgetting.Probe(dna["val"][:24], facts), batch_size=BATCH).show()
 
 # %% [markdown]
 # ## Takeaways for the interview

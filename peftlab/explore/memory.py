@@ -78,6 +78,8 @@ class MemoryExplorer:
     def measure(self, batch_size: int, seq_len: int, precision: str, checkpointing: bool,
                 method: str = "full", optimizer: str = "adamw") -> dict:
         """Bytes by category and median step time for one setting (a fresh copy of the base)."""
+        if method not in METHODS:  # the ones the calculator also knows
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         model = methods.prepare(self.base, method).to(self.base.device)
         model.set_gradient_checkpointing(checkpointing)
         params = [p for p in model.parameters() if p.requires_grad]
