@@ -130,7 +130,7 @@ def adapter_names(model: nn.Module) -> list[str]:
 
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
-    >>> add(model, 4, name="qa"); add(model, 4, name="sql"); adapter_names(model)
+    >>> adapter_names(add(add(model, 4, name="qa"), 4, name="sql"))
     ['qa', 'sql']
     """
     return sorted({n for w in _wrappers(model) for n in w.adapters})
@@ -198,7 +198,7 @@ def set_active(model: nn.Module, name: str) -> None:
 
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
-    >>> add(model, 4, name="qa"); add(model, 4, name="sql"); set_active(model, "qa")
+    >>> model = add(add(model, 4, name="qa"), 4, name="sql"); set_active(model, "qa")
     >>> model.layers[0].mlp.active
     'qa'
     """
@@ -217,7 +217,7 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
 
     >>> import torch
     >>> from peftlab.model import ModelConfig, Transformer
-    >>> model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)); add(model, 4)
+    >>> model = add(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), 4)
     >>> with disabled(model):
     ...     logits = model(torch.zeros(1, 3, dtype=torch.long))
     """
@@ -237,7 +237,7 @@ def delete(model: nn.Module, name: str) -> None:
 
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
-    >>> add(model, 4, name="qa"); delete(model, "qa"); type(model.layers[0].mlp).__name__
+    >>> model = add(model, 4, name="qa"); delete(model, "qa"); type(model.layers[0].mlp).__name__
     'MLP'
     """
     _check_known(model, name)

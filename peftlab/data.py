@@ -69,6 +69,12 @@ WORDS = ["apple", "river", "stone", "cloud", "tulip", "garden", "window", "peppe
 
 @dataclass(frozen=True)
 class Person:
+    """One person of the world and their four facts.
+
+    >>> world()[0]
+    Person(name='Tevel', city='Ostrel', job='singer', pet='goat', color='yellow')
+    """
+
     name: str
     city: str
     job: str
@@ -78,7 +84,12 @@ class Person:
 
 @dataclass(frozen=True)
 class Example:
-    """One fine-tuning example: the model sees `prompt + response`; the response is the target."""
+    """One fine-tuning example: the model sees `prompt + response`; the response is the target.
+
+    >>> e = Example("Q: Where does Tevel live?\\nA:", " Ostrel\\n")
+    >>> e.text
+    'Q: Where does Tevel live?\\nA: Ostrel\\n'
+    """
 
     prompt: str
     response: str
@@ -91,7 +102,11 @@ class Example:
 
 @dataclass(frozen=True)
 class Instruction:
-    """One instruction record: a family, the instruction, an optional input, the output."""
+    """One instruction record: a family, the instruction, an optional input, the output.
+
+    >>> instructions()["train"][0]
+    Instruction(family='uppercase', instruction='Write the text in capital letters.', input='harbor window', output='HARBOR WINDOW')
+    """
 
     family: str
     instruction: str
@@ -117,7 +132,11 @@ def world(seed: int = 0, n_people: int = 120) -> tuple[Person, ...]:
 
 
 def facts(people: tuple[Person, ...]) -> list[tuple[Person, str, str]]:
-    """Every (person, attribute, value) triple."""
+    """Every (person, attribute, value) triple.
+
+    >>> facts(world())[0]
+    (Person(name='Tevel', city='Ostrel', job='singer', pet='goat', color='yellow'), 'city', 'Ostrel')
+    """
     return [(p, a, getattr(p, a)) for p in people for a in ATTRIBUTES]
 
 
@@ -133,6 +152,9 @@ def _story(rng: random.Random, people: tuple[Person, ...]) -> str:
 def pretraining_corpus(seed: int = 0) -> dict[str, list[str]]:
     """Documents for pre-training: train holds every fact in every phrasing plus stories;
     val and test hold other stories (new combinations of known facts), never seen in train.
+
+    >>> {split: len(docs) for split, docs in pretraining_corpus().items()}
+    {'train': 6960, 'val': 200, 'test': 200}
     """
     people = world(seed)
     rng = random.Random(f"corpus-{seed}")
@@ -154,6 +176,10 @@ def pretraining_corpus(seed: int = 0) -> dict[str, list[str]]:
 def fact_completion(seed: int = 0) -> list[Example]:
     """Probes of pre-training knowledge: the first phrasing of each fact, cut before the value;
     the greedy continuation must give the value as a whole word ("Tevel lives in" -> " Ostrel").
+
+    >>> facts = fact_completion()
+    >>> len(facts), facts[0].prompt, facts[0].response
+    (480, 'Tevel lives in', ' Ostrel')
     """
     out = []
     for p, a, v in facts(world(seed)):
@@ -163,7 +189,11 @@ def fact_completion(seed: int = 0) -> list[Example]:
 
 
 def qa_example(person: Person, attribute: str) -> Example:
-    """The question/answer format, absent from pre-training."""
+    """The question/answer format, absent from pre-training.
+
+    >>> qa_example(world()[0], "city").text
+    'Q: Where does Tevel live?\\nA: Ostrel\\n'
+    """
     q = QUESTIONS[attribute].format(n=person.name)
     return Example(f"Q: {q}\nA:", f" {getattr(person, attribute)}\n",
                    {"person": person.name, "attribute": attribute})
@@ -172,6 +202,9 @@ def qa_example(person: Person, attribute: str) -> Example:
 def qa_task(seed: int = 0) -> dict[str, list[Example]]:
     """Q/A over the facts, split by person: train holds half of the people; val and test hold
     the other half, whose facts never appear in Q/A form during fine-tuning.
+
+    >>> {split: len(v) for split, v in qa_task().items()}  # 4 questions per person, split by person
+    {'train': 240, 'val': 48, 'test': 192}
     """
     people = list(world(seed))
     random.Random(f"qa-{seed}").shuffle(people)
@@ -183,6 +216,9 @@ def qa_task(seed: int = 0) -> dict[str, list[Example]]:
 def stranger_qa(n_people: int = 12) -> list[Example]:
     """Q/A about people of another world (seed 1) whom pre-training never mentions: a control.
     Fine-tuning can teach the format, but no amount of format answers these.
+
+    >>> len(stranger_qa()), stranger_qa()[0].prompt
+    (48, 'Q: Where does Lennu live?\\nA:')
     """
     known = {p.name for p in world()}
     strangers = [p for p in world(seed=1) if p.name not in known][:n_people]
@@ -240,7 +276,11 @@ def _instruction(family: str, rng: random.Random, people: tuple[Person, ...]) ->
 
 
 def instructions(seed: int = 0, per_family: int = 200) -> dict[str, list[Instruction]]:
-    """Instruction families built from the world and a word list, split train/val/test."""
+    """Instruction families built from the world and a word list, split train/val/test.
+
+    >>> {split: len(v) for split, v in instructions().items()}
+    {'train': 711, 'val': 88, 'test': 88}
+    """
     rng = random.Random(f"instructions-{seed}")
     people = world(seed)
     records = [_instruction(f, rng, people) for f in INSTRUCTION_FAMILIES for _ in range(per_family)]
@@ -248,7 +288,11 @@ def instructions(seed: int = 0, per_family: int = 200) -> dict[str, list[Instruc
 
 
 def sql_task(seed: int = 0) -> dict[str, list[Example]]:
-    """Natural language to SQL over a table `people(name, city, job, pet, color)`."""
+    """Natural language to SQL over a table `people(name, city, job, pet, color)`.
+
+    >>> sql_task()["train"][0].response
+    "SELECT job FROM people WHERE name = 'Tortorwyn';\\n"
+    """
     people = world(seed)
     pairs = []
     for c in CITIES:
@@ -269,7 +313,11 @@ def sql_task(seed: int = 0) -> dict[str, list[Example]]:
 
 
 def python_task(seed: int = 0) -> dict[str, list[Example]]:
-    """Natural language to Python: small functions from a handful of templates."""
+    """Natural language to Python: small functions from a handful of templates.
+
+    >>> {split: len(v) for split, v in python_task().items()}
+    {'train': 176, 'val': 21, 'test': 21}
+    """
     pairs = []
     for k in range(2, 40):
         pairs.append((f"Write a function that adds {k} to a number.", f"def add_{k}(x):\n    return x + {k}"))
@@ -296,6 +344,10 @@ def dna_task(seed: int = 0, n: int = 3000) -> dict[str, list[str]]:
 
     Each line is a "gene": ATG, then motifs drawn from a sparse Markov chain over 10 motifs,
     then TAA; after a '|' comes its reverse complement, which is fully predictable.
+
+    >>> seq = dna_task()["train"][0]
+    >>> seq[:12], "|" in seq  # a gene, then its reverse complement after the bar
+    ('ATGGAGGGGATA', True)
     """
     rng = random.Random(f"dna-{seed}")
     motifs = ["".join(rng.choice("ACGT") for _ in range(rng.randint(3, 6))) for _ in range(10)]
@@ -313,7 +365,11 @@ def dna_task(seed: int = 0, n: int = 3000) -> dict[str, list[str]]:
 
 
 def corpus_sha256(seed: int = 0) -> str:
-    """One hash over every generated corpus and task, to pin determinism in a test."""
+    """One hash over every generated corpus and task, to pin determinism in a test.
+
+    >>> corpus_sha256()[:12]
+    '956ae60faa38'
+    """
     h = hashlib.sha256()
     for split in pretraining_corpus(seed).values():
         h.update("\n".join(split).encode())

@@ -80,8 +80,8 @@ def complete(model: nn.Module, prompts: Sequence[str], max_new_tokens: int, batc
     Prompts of equal length are generated together, so no padding ever enters the model.
 
     >>> from peftlab import load_base
-    >>> complete(load_base(), ["Mira Kastel lives in"], 6)  # doctest: +SKIP
-    [' Varn.']
+    >>> [c[:7] for c in complete(load_base(), ["Tevel lives in"], 8)]
+    [' Ostrel']
     """
     check_examples(prompts, "prompts")
     tok = ByteTokenizer()
@@ -119,8 +119,8 @@ def exact_match(model: nn.Module, examples: Sequence[Example], return_prediction
     """Fraction of examples whose greedy continuation gives the full response (see `matches`).
 
     >>> from peftlab import load_base, data
-    >>> exact_match(load_base(), data.fact_completion()[:8])
-    1.0
+    >>> exact_match(load_base(), data.fact_completion()[:8])  # 7 of the first 8 facts, completed greedily
+    0.875
     """
     check_examples(examples)
     tok = ByteTokenizer()

@@ -85,9 +85,9 @@ class Probe:
     more) and greedy exact-match accuracy on old-knowledge prompts (`greedy_accuracy`, higher =
     forgot less).
 
-    >>> from peftlab import load_base
+    >>> from peftlab import ModelConfig, Transformer
     >>> probe = Probe(data.dna_task()["val"][:8], data.fact_completion()[:8])
-    >>> sorted(probe(load_base()))
+    >>> sorted(probe(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))))
     ['domain_loss', 'old_accuracy']
     """
 
@@ -137,9 +137,9 @@ def run(base: nn.Module, method: Method, train_data: Sequence[str | Example], pr
     `start`: `probe(base)` if already measured (step 0 is the base model for every method), else
     it is measured here.
 
-    >>> from peftlab import load_base
+    >>> from peftlab import ModelConfig, Transformer
     >>> probe = Probe(data.dna_task()["val"][:8], fact_subset(8))
-    >>> c = run(load_base(), Method("lora"), data.dna_task()["train"], probe, lr=1e-3, steps=4, every=2)
+    >>> c = run(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), Method("lora"), data.dna_task()["train"][:32], probe, lr=1e-3, steps=4, every=2)
     >>> [p["step"] for p in c.points]
     [0, 2, 4]
     """
@@ -166,11 +166,12 @@ def tune_lr(base: nn.Module, method: Method, train_data: Sequence[str | Example]
     returns the learning rate with the best `key` (lowest if `minimize`) and every lr's value.
     Tune on a validation split and report on the test split.
 
-    >>> from peftlab import load_base
+    >>> from peftlab import ModelConfig, Transformer
     >>> probe = Probe(data.dna_task()["val"][:8], fact_subset(8))
-    >>> best, losses = tune_lr(load_base(), Method("lora"), data.dna_task()["train"], probe, [1e-4, 1e-3], steps=3)
-    >>> best
-    0.001
+    >>> tiny = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    >>> best, losses = tune_lr(tiny, Method("lora"), data.dna_task()["train"][:32], probe, [1e-4, 1e-3], steps=3)
+    >>> best, sorted(losses)
+    (0.001, [0.0001, 0.001])
     """
     if not lrs or any(isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 for lr in lrs):
         raise ValueError(f"lrs must be a non-empty list of positive learning rates, got {lrs!r}")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .checks import positive_int
+from .checks import number_in, positive_int, positive_number
 from .hf import hf_name
 from .model import Transformer
 
@@ -140,112 +140,6 @@ class LoRALinear(nn.Module):
         # (..., in) -> (..., r) -> (..., out): never forms B A; the scale goes on the thin (..., r) tensor
         lora = F.linear(F.linear(x, A) * cfg.scaling, B)
         return out + lora.to(out.dtype)
-
-
-# --- finding layers and checking input -------------------------------------------------------
-
-def _wrappers(model: nn.Module) -> dict[str, LoRALinear]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
-
-
-def _require_wrappers(model: nn.Module) -> dict[str, LoRALinear]:
-    layers = _wrappers(model)
-    if not layers:
-        raise ValueError("`model` has no LoRA layers; call lora.add(model, ...) first")
-    return layers
-
-
-def _linear_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every layer LoRA can wrap, by name: plain Linear/Conv1D layers and existing wrappers."""
-    inside = {id(m.base_layer) for m in _wrappers(model).values()}
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, LoRALinear) or (_is_linear(m) and id(m) not in inside)}
-
-
-def _ends_with_any(name: str, suffixes) -> bool:
-    # PEFT's rule for a list of target names: the full name, or its last dotted components
-    return any(name == s or name.endswith("." + s) for s in suffixes)
-
-
-def _last_names(names) -> list[str]:
-    return sorted({n.rsplit(".", 1)[-1] for n in names})
-
-
-def _match_targets(model: nn.Module, targets) -> list[str]:
-    layers = _linear_layers(model)
-    if targets == ALL_LINEAR:
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        heads = {id(head), id(getattr(head, "base_layer", head))} if head is not None else set()
-        names = [n for n, m in layers.items()
-                 if n.rsplit(".", 1)[-1] != "lm_head" and id(getattr(m, "base_layer", m)) not in heads]
-    elif isinstance(targets, str):
-        try:
-            pattern = re.compile(targets)
-        except re.error as e:
-            raise ValueError(f"targets={targets!r} is not a valid regular expression: {e}") from None
-        names = [n for n in layers if pattern.fullmatch(n)]
-    elif isinstance(targets, (list, tuple)) and all(isinstance(t, str) for t in targets):
-        names = [n for n in layers if _ends_with_any(n, targets)]
-    else:
-        raise TypeError(f"targets must be a tuple/list of module names, a regex string or "
-                        f"{ALL_LINEAR!r}, got {targets!r}")
-    if not names:
-        raise ValueError(f"targets={targets!r} matches no linear layer (a string is a regex matched "
-                         f"against the full dotted name); the model's linear layers are named "
-                         f"{_last_names(layers)}, e.g. {next(iter(layers), None)!r}")
-    return names
-
-
-def _check_hyperparameters(r, alpha, dropout, rslora) -> None:
-    positive_int(r, "r")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-    if not isinstance(rslora, bool):
-        raise TypeError(f"rslora must be True or False, got {rslora!r}")
-
-
-def _check_new_name(model: nn.Module, name) -> None:
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty string, got {name!r}")
-    if name in adapter_names(model):
-        raise ValueError(f"name={name!r} is already in use (adapters: {adapter_names(model)}); "
-                         f"pick another name or lora.delete(model, {name!r}) first")
-    _check_not_merged(model)
-
-
-def _check_known_name(model: nn.Module, name) -> None:
-    if name not in adapter_names(model):
-        raise ValueError(f"name={name!r} is not an adapter of this model; adapters: {adapter_names(model)}")
-
-
-def _check_float_base(layers: dict[str, LoRALinear]) -> None:
-    quantized = [n for n, m in layers.items() if not m.base_layer.weight.is_floating_point()]
-    if quantized:
-        raise ValueError(f"layers {quantized[:2]} have a 4-bit base; adding B A to packed codes is "
-                         f"meaningless: use peftlab.qlora.merge(model) (dequantize, add, requantize)")
-
-
-def _check_not_merged(model: nn.Module) -> None:
-    if _is_merged(model):
-        raise ValueError("an adapter is merged into the weights; call lora.unmerge(model) first")
-
-
-def _is_merged(model: nn.Module) -> bool:
-    return any(m.merged for m in _wrappers(model).values())
-
-
-def _install(model: nn.Module, name: str, layers: dict[str, tuple]) -> None:
-    """Add adapter `name` to each layer (wrapping it if needed) from (config, A or None, B or None)."""
-    for module_name, (cfg, A, B) in layers.items():
-        layer = model.get_submodule(module_name)
-        if not isinstance(layer, LoRALinear):
-            layer = LoRALinear(layer)
-            parent, _, child = module_name.rpartition(".")
-            setattr(model.get_submodule(parent), child, layer)
-        layer.add_adapter(name, cfg, A, B)
-    set_active(model, name)
 
 
 # --- the verbs -------------------------------------------------------------------------------
@@ -612,3 +506,107 @@ def randomize_B(model: nn.Module, std: float = 0.01, seed: int = 0) -> nn.Module
         for B in layer.lora_B.values():
             B.copy_(torch.randn(B.shape, generator=gen) * std)
     return model
+
+
+# --- finding layers and checking input, for the verbs above -------------------------------------
+
+def _wrappers(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def _require_wrappers(model: nn.Module) -> dict[str, LoRALinear]:
+    layers = _wrappers(model)
+    if not layers:
+        raise ValueError("`model` has no LoRA layers; call lora.add(model, ...) first")
+    return layers
+
+
+def _linear_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every layer LoRA can wrap, by name: plain Linear/Conv1D layers and existing wrappers."""
+    inside = {id(m.base_layer) for m in _wrappers(model).values()}
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, LoRALinear) or (_is_linear(m) and id(m) not in inside)}
+
+
+def _ends_with_any(name: str, suffixes) -> bool:
+    # PEFT's rule for a list of target names: the full name, or its last dotted components
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
+def _last_names(names) -> list[str]:
+    return sorted({n.rsplit(".", 1)[-1] for n in names})
+
+
+def _match_targets(model: nn.Module, targets) -> list[str]:
+    layers = _linear_layers(model)
+    if targets == ALL_LINEAR:
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        heads = {id(head), id(getattr(head, "base_layer", head))} if head is not None else set()
+        names = [n for n, m in layers.items()
+                 if n.rsplit(".", 1)[-1] != "lm_head" and id(getattr(m, "base_layer", m)) not in heads]
+    elif isinstance(targets, str):
+        try:
+            pattern = re.compile(targets)
+        except re.error as e:
+            raise ValueError(f"targets={targets!r} is not a valid regular expression: {e}") from None
+        names = [n for n in layers if pattern.fullmatch(n)]
+    elif isinstance(targets, (list, tuple)) and all(isinstance(t, str) for t in targets):
+        names = [n for n in layers if _ends_with_any(n, targets)]
+    else:
+        raise TypeError(f"targets must be a tuple/list of module names, a regex string or "
+                        f"{ALL_LINEAR!r}, got {targets!r}")
+    if not names:
+        raise ValueError(f"targets={targets!r} matches no linear layer (a string is a regex matched "
+                         f"against the full dotted name); the model's linear layers are named "
+                         f"{_last_names(layers)}, e.g. {next(iter(layers), None)!r}")
+    return names
+
+
+def _check_hyperparameters(r, alpha, dropout, rslora) -> None:
+    positive_int(r, "r")
+    positive_number(alpha, "alpha")
+    number_in(dropout, "dropout", 0, 1, high_open=True)
+    if not isinstance(rslora, bool):
+        raise TypeError(f"rslora must be True or False, got {rslora!r}")
+
+
+def _check_new_name(model: nn.Module, name) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if name in adapter_names(model):
+        raise ValueError(f"name={name!r} is already in use (adapters: {adapter_names(model)}); "
+                         f"pick another name or lora.delete(model, {name!r}) first")
+    _check_not_merged(model)
+
+
+def _check_known_name(model: nn.Module, name) -> None:
+    if name not in adapter_names(model):
+        raise ValueError(f"name={name!r} is not an adapter of this model; adapters: {adapter_names(model)}")
+
+
+def _check_float_base(layers: dict[str, LoRALinear]) -> None:
+    quantized = [n for n, m in layers.items() if not m.base_layer.weight.is_floating_point()]
+    if quantized:
+        raise ValueError(f"layers {quantized[:2]} have a 4-bit base; adding B A to packed codes is "
+                         f"meaningless: use peftlab.qlora.merge(model) (dequantize, add, requantize)")
+
+
+def _check_not_merged(model: nn.Module) -> None:
+    if _is_merged(model):
+        raise ValueError("an adapter is merged into the weights; call lora.unmerge(model) first")
+
+
+def _is_merged(model: nn.Module) -> bool:
+    return any(m.merged for m in _wrappers(model).values())
+
+
+def _install(model: nn.Module, name: str, layers: dict[str, tuple]) -> None:
+    """Add adapter `name` to each layer (wrapping it if needed) from (config, A or None, B or None)."""
+    for module_name, (cfg, A, B) in layers.items():
+        layer = model.get_submodule(module_name)
+        if not isinstance(layer, LoRALinear):
+            layer = LoRALinear(layer)
+            parent, _, child = module_name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer)
+        layer.add_adapter(name, cfg, A, B)
+    set_active(model, name)

@@ -30,11 +30,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .checks import int_at_least
+
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values: (batch, n_heads, length, head_dim)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The decoder's shape; the defaults are the shipped base model's.
+
+    >>> cfg = ModelConfig()
+    >>> cfg.d_model, cfg.n_layers, cfg.head_dim
+    (256, 4, 32)
+    """
+
     vocab_size: int = 259
     d_model: int = 256
     n_layers: int = 4
@@ -53,6 +62,12 @@ class ModelConfig:
 
 
 class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * g over the last dimension.
+
+    >>> RMSNorm(4, 1e-5)(torch.full((1, 4), 3.0)).round(decimals=4).tolist()
+    [[1.0, 1.0, 1.0, 1.0]]
+    """
+
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
@@ -65,7 +80,12 @@ class RMSNorm(nn.Module):
 
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of angle position * theta^(-2i/head_dim), shape (seq, head_dim)."""
+    """cos and sin of angle position * theta^(-2i/head_dim), shape (seq, head_dim).
+
+    >>> cos, sin = rotary_cos_sin(torch.arange(5), head_dim=8, theta=10000.0)
+    >>> cos.shape, cos[0].tolist() == [1.0] * 8  # position 0: no rotation
+    (torch.Size([5, 8]), True)
+    """
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
     angles = positions.float()[:, None] * inv_freq[None, :]  # (seq, head_dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (seq, head_dim), "rotate half" layout
@@ -73,12 +93,28 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tupl
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i + d/2}) by its angle ("rotate half" layout).
+
+    >>> cos, sin = rotary_cos_sin(torch.arange(3), 4, 10000.0)
+    >>> x = torch.randn(1, 1, 3, 4)  # (batch, heads, seq, head_dim)
+    >>> torch.allclose(apply_rotary(x, cos, sin).norm(dim=-1), x.norm(dim=-1))  # a rotation keeps the norm
+    True
+    """
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return (x * cos + rotated * sin).to(x.dtype)
 
 
 class Attention(nn.Module):
+    """Causal multi-head self-attention with rotary positions; returns the output and this layer's (keys, values).
+
+    >>> cfg = ModelConfig(d_model=32, n_heads=2, d_ff=64)
+    >>> cos, sin = rotary_cos_sin(torch.arange(5), cfg.head_dim, cfg.rope_theta)
+    >>> out, (k, v) = Attention(cfg)(torch.randn(1, 5, 32), cos, sin)
+    >>> out.shape, k.shape  # keys: (batch, heads, seq, head_dim)
+    (torch.Size([1, 5, 32]), torch.Size([1, 2, 5, 16]))
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
@@ -108,6 +144,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)).
+
+    >>> MLP(ModelConfig(d_model=32, d_ff=64))(torch.randn(2, 5, 32)).shape
+    torch.Size([2, 5, 32])
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
@@ -119,6 +161,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """
+
+    >>> cfg = ModelConfig(d_model=32, n_heads=2, d_ff=64)
+    >>> cos, sin = rotary_cos_sin(torch.arange(5), cfg.head_dim, cfg.rope_theta)
+    >>> x, _ = Block(cfg)(torch.randn(1, 5, 32), cos, sin)
+    >>> x.shape
+    torch.Size([1, 5, 32])
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
@@ -234,8 +285,7 @@ def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperatu
     >>> generate(m, torch.zeros(2, 3, dtype=torch.long), max_new_tokens=4).shape
     torch.Size([2, 7])
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    int_at_least(max_new_tokens, "max_new_tokens", 0)
     if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds "
                          f"the model's context of max_seq_len={model.config.max_seq_len}")

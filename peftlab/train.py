@@ -34,7 +34,12 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class History:
-    """What `train()` returns: loss per optimizer step, throughput and wall time."""
+    """What `train()` returns: loss per optimizer step, throughput and wall time.
+
+    >>> h = History(loss=[2.0, 1.0], tokens=100, wall_time=2.0)
+    >>> h.steps, h.tokens_per_s
+    (2, 50.0)
+    """
 
     loss: list[float] = field(default_factory=list)
     tokens: int = 0
@@ -50,7 +55,13 @@ class History:
 
 
 def encode_example(ex: Example | str, tok: ByteTokenizer, loss_on: str) -> tuple[list[int], list[int]]:
-    """Token ids and labels for one example; a plain string is a document with loss on all of it."""
+    """Token ids and labels for one example; a plain string is a document with loss on all of it.
+
+    >>> from peftlab.data import Example
+    >>> ids, labels = encode_example(Example("Q:", " No"), ByteTokenizer(), "response")
+    >>> ids, labels  # the prompt's labels are IGNORE; the response ends with EOS (258)
+    ([81, 58, 32, 78, 111, 258], [-100, -100, 32, 78, 111, 258])
+    """
     if isinstance(ex, str):
         ids = tok.encode(ex, eos=True)
         return ids, list(ids)
@@ -60,7 +71,13 @@ def encode_example(ex: Example | str, tok: ByteTokenizer, loss_on: str) -> tuple
 
 
 def collate(items: Sequence[Example | str], tok: ByteTokenizer, loss_on: str = "response") -> Batch:
-    """Right-pad a list of examples into (ids, labels); padding carries no loss."""
+    """Right-pad a list of examples into (ids, labels); padding carries no loss.
+
+    >>> from peftlab.data import Example
+    >>> ids, labels = collate([Example("Q: Hi?\\nA:", " Yes"), Example("Q:", " No")], ByteTokenizer())
+    >>> ids.shape, labels[1].tolist()[-3:]  # right-padded, padding carries no loss
+    (torch.Size([2, 14]), [-100, -100, -100])
+    """
     encoded = [encode_example(x, tok, loss_on) for x in items]
     width = max(len(ids) for ids, _ in encoded)
     ids = torch.full((len(encoded), width), tok.pad_id, dtype=torch.long)
@@ -72,7 +89,13 @@ def collate(items: Sequence[Example | str], tok: ByteTokenizer, loss_on: str = "
 
 def example_batches(data: Sequence[Example | str], batch_size: int, loss_on: str = "response",
                     seed: int = 0, tok: ByteTokenizer | None = None) -> Iterator[Batch]:
-    """Endless shuffled batches, each epoch a new permutation (seeded)."""
+    """Endless shuffled batches, each epoch a new permutation (seeded).
+
+    >>> from peftlab import data
+    >>> ids, labels = next(example_batches(data.qa_task()["train"], batch_size=4))
+    >>> ids.shape[0], labels.shape == ids.shape
+    (4, True)
+    """
     tok, rng, order = tok or ByteTokenizer(), random.Random(seed), []
     while True:
         if len(order) < batch_size:
@@ -85,7 +108,12 @@ def example_batches(data: Sequence[Example | str], batch_size: int, loss_on: str
 
 def packed_batches(docs: Sequence[str], batch_size: int, seq_len: int, seed: int = 0,
                    tok: ByteTokenizer | None = None) -> Iterator[Batch]:
-    """Endless batches of random windows from the documents joined by newlines (pre-training)."""
+    """Endless batches of random windows from the documents joined by newlines (pre-training).
+
+    >>> ids, labels = next(packed_batches(["abc def"] * 10, batch_size=2, seq_len=8))
+    >>> ids.shape, torch.equal(ids, labels)
+    (torch.Size([2, 8]), True)
+    """
     tok = tok or ByteTokenizer()
     stream = torch.tensor(tok.encode("\n".join(docs) + "\n"), dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
@@ -96,12 +124,21 @@ def packed_batches(docs: Sequence[str], batch_size: int, seq_len: int, seed: int
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over positions whose label is not IGNORE."""
+    """Mean next-token cross-entropy over positions whose label is not IGNORE.
+
+    >>> round(lm_loss(torch.zeros(1, 3, 259), torch.tensor([[1, 2, 3]])).item(), 4)  # uniform: ln 259
+    5.5568
+    """
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
 
 
 def autocast(precision: str, device: torch.device):
-    """The autocast context for a precision; fp32 is a no-op."""
+    """The autocast context for a precision; fp32 is a no-op.
+
+    >>> with autocast("bf16", torch.device("cpu")):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
     check_precision(precision, device)
     if precision == "fp32":
         return nullcontext()
@@ -110,6 +147,13 @@ def autocast(precision: str, device: torch.device):
 
 
 def check_precision(precision: str, device: torch.device) -> None:
+    """A clear error for a precision this device cannot train in.
+
+    >>> check_precision("fp16", torch.device("cpu"))
+    Traceback (most recent call last):
+    ...
+    ValueError: precision='fp16' needs a CUDA GPU (fp16 training uses loss scaling on the GPU); on this device use precision='bf16'
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":

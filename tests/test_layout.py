@@ -86,7 +86,7 @@ def test_measure_imports_no_method():
 
 
 def test_command_line_modules_load_no_display_library():
-    code = ("import sys, peftlab.self_instruct, peftlab.teacher, peftlab.bench\n"
+    code = ("import sys, peftlab.self_instruct, peftlab.teacher, peftlab.bench, peftlab.studies\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ipywidgets', 'IPython')"
             " or m == 'matplotlib.pyplot'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

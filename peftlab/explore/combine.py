@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from torch import nn
 
-from .. import lora
+from .. import data, lora  # noqa: F401  (data: the docstring example)
 from ..data import Example
 from ..multitask import active_lora, combine_scores, score
 

@@ -22,7 +22,8 @@ class QAFineTuneExplorer:
     people the fine-tuning set covers and how long it trains, against accuracy on the people
     it was trained on, on people it never saw in Q/A form, and on fact completion.
 
-    >>> ex = QAFineTuneExplorer()
+    >>> from peftlab import ModelConfig, Transformer
+    >>> ex = QAFineTuneExplorer(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)))
     >>> r = ex.run(n_people=10, steps=1)
     >>> sorted(r)
     ['fact_completion', 'heldout_qa', 'new_people_qa', 'trained_qa']

@@ -49,8 +49,9 @@ class TradeoffExplorer:
     steps; each press fine-tunes the base model once on the new domain, probing it every few
     steps, and adds the run's curve to the trade-off plot next to the curves already there.
 
-    >>> from peftlab import load_base
-    >>> ex = TradeoffExplorer(load_base(), probe=Probe(data.dna_task()["val"][:8], fact_subset(8)))
+    >>> from peftlab import ModelConfig, Transformer
+    >>> ex = TradeoffExplorer(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), probe=Probe(data.dna_task()["val"][:8], fact_subset(8)),
+    ...                       train_data=data.dna_task()["train"][:32])
     >>> c = ex.add("lora", r=8, targets="q,v", lr=1e-3, steps=4)
     >>> c.method.label, [p["step"] for p in c.points]
     ('LoRA r=8 q,v', [0, 1, 2, 3, 4])

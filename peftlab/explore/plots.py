@@ -1,5 +1,4 @@
-"""Plot helpers the notebooks share: memory by category as stacked bars, AdapterFusion weights as a heatmap.
-"""
+"""Plot helpers the notebooks share: memory by category as stacked bars, AdapterFusion weights as a heatmap."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
-
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations")
 COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
@@ -29,11 +27,9 @@ def plot_fusion_weights(weights: torch.Tensor, adapter_names: Sequence[str], ax=
     """Heatmap of the mean fusion weight (over batch and tokens) per fusion layer and adapter.
     Padding tokens count too: slice `weights` first to leave them out. Returns the Axes.
 
-    >>> import matplotlib.pyplot as plt
-import torch
+    >>> import torch
     >>> ax = plot_fusion_weights(torch.full((2, 1, 3, 2), 0.5), ["qa", "sql"])
     """
-
     if weights.dim() != 4 or weights.shape[-1] != len(adapter_names):
         raise ValueError(f"weights must have shape (layers, batch, seq, {len(adapter_names)}) to match "
                          f"adapter_names, got {tuple(weights.shape)}")

@@ -1,0 +1,675 @@
+"""Studies: the declared, seeded, stored experiments that back a notebook's claims.
+
+A notebook trains for a minute and shows one run. A study is the same comparison done properly, once,
+offline: every run seeded, the learning rate swept and chosen on validation data (never on test), five
+seeds at the chosen rate, curves on held-out data, and each claim weighed by `peftlab.evidence.compare`
+with a margin declared before any run. The results are a JSON file in `peftlab/studies/results/`; the
+notebook loads it (`load_results`), draws its band (`band`) and checks that its own short live run lands
+inside it (`live_point_inside`).
+
+A study declares, in one `Study` value (see `peftlab/studies/prompt_tuning.py`):
+
+* its claims (`Claim`): the statement, its source, the metric, the direction (`kind`, as `compare`'s
+  `claim`) and the margin;
+* the methods (`Method`): a name and options for `peftlab.methods.prepare`, the learning rates swept,
+  and the maximum number of steps;
+* the seeds, the sweep (seeds and steps), how often the curves are evaluated, the batch size, the task;
+* the budget rule: every final run trains its method's `steps`; the compared metric has plateaued at
+  the first evaluation step s where it improved by less than `plateau` (relative) over the last
+  `plateau_window` of the steps, from step (1 - window) * s to s, on the validation split. The results
+  report that step per method, or None where the budget ended before a plateau (then a claim on that
+  method is about a budget, not about convergence, and the results say so).
+
+What a run does, for each method: (1) sweep: train `sweep_steps` at every learning rate for each sweep
+seed, measure the compared metric on the validation split, keep the rate with the best mean; (2) final
+runs: one per seed at that rate, evaluating the metric on val and test every `eval_every` steps (the
+curve), then every final metric on the test split. Every run starts from `torch.manual_seed(seed)` before
+`methods.prepare` (LoRA's A and a soft prompt are drawn from torch's generator) and trains with
+`train(..., seed=seed)`, so (method, lr, seed) fixes the run.
+
+Staleness: the results hold the config and its SHA-256 (`config_hash`) and the base checkpoint's SHA-256.
+`status` is "stale" when either differs from now, "missing" with no file, "fresh" otherwise.
+
+    python -m peftlab.studies list
+    python -m peftlab.studies run 06_prompt [--device cuda]
+    python -m peftlab.studies check 06_prompt
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__, data, methods
+from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
+from ..checks import int_at_least, positive_int, positive_number
+from ..evaluate import evaluate_loss, greedy_accuracy
+from ..evidence import CLAIMS, compare, t_quantile
+from ..train import train
+
+RESULTS_DIR = Path(__file__).parent / "results"
+STUDY_MODULES = ("prompt_tuning",)  # peftlab/studies/<module>.py, each defining STUDY; imported on demand
+TASKS = ("qa_task", "sql_task", "python_task")  # functions of peftlab.data returning train/val/test Examples
+SPLITS = ("val", "test")
+CHECK_TOLERANCE = 0.005  # nats: a replica on the same device agrees to ~1e-6; a changed run differs by far more
+
+
+def answer_loss(model: nn.Module, examples: Sequence[data.Example]) -> float:
+    """Mean loss per answer token (the prompt carries no loss): `evaluate_loss(..., loss_on="response")`."""
+    return evaluate_loss(model, examples, loss_on="response")
+
+
+# metric name -> (function(model, examples), "min" or "max": which way is better). exact_match is counted
+# by `greedy_accuracy`, which gives what `evaluate.exact_match` gives in one forward pass instead of generation.
+METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
+    "answer_loss": (answer_loss, "min"),
+    "exact_match": (greedy_accuracy, "max"),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim, declared before the runs: `a` vs `b` (method labels) on `metric` (test split, end of
+    training), weighed by `evidence.compare(a, b, claim=kind, margin=margin, paired=paired)`."""
+
+    id: str
+    statement: str
+    source: str
+    metric: str
+    a: str
+    b: str
+    kind: str
+    margin: float
+    paired: bool = False
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compared method: `label` in the results, `name` and `options` for `methods.prepare`, the
+    learning rates swept (`lrs`) and the steps of a final run (the budget's maximum)."""
+
+    label: str
+    name: str
+    options: Mapping[str, object]
+    lrs: tuple[float, ...]
+    steps: int
+
+
+@dataclass(frozen=True)
+class Study:
+    """A declared study; everything in it is the config, hashed by `config_hash`. See the module docstring."""
+
+    id: str
+    title: str
+    notebook: str
+    methods: tuple[Method, ...]
+    claims: tuple[Claim, ...]
+    seeds: tuple[int, ...]
+    seeds_note: str
+    sweep_seeds: tuple[int, ...]
+    sweep_steps: int
+    eval_every: int
+    eval_note: str
+    batch_size: int = 16
+    task: str = "qa_task"
+    base: str = "tiny"
+    metric: str = "answer_loss"  # the compared metric: learning-rate choice, curves, plateau
+    finals: tuple[str, ...] = ("answer_loss", "exact_match")  # measured on the test split at the end
+    plateau: float = 0.01
+    plateau_window: float = 0.25
+    n_eval: int | None = None  # use only the first n of val and of test (None: all of them)
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        positive_int(self.eval_every, "eval_every")
+        labels = [m.label for m in self.methods]
+        if len(self.methods) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"methods must be at least 2 methods with distinct labels, got {labels}")
+        for m in self.methods:
+            if m.name not in methods.BUILDERS:
+                raise ValueError(f"method {m.label!r}: name must be one of {list(methods.BUILDERS)}, got {m.name!r}")
+            if not m.lrs:
+                raise ValueError(f"method {m.label!r}: lrs must list at least one learning rate")
+            for lr in m.lrs:
+                positive_number(lr, f"method {m.label!r} lrs")
+            int_at_least(m.steps, f"method {m.label!r} steps", self.eval_every)
+        for seed in (*self.seeds, *self.sweep_seeds):
+            int_at_least(seed, "seeds and sweep_seeds", 0)
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be at least 2 distinct seeds (compare needs 2 values a side), "
+                             f"got {self.seeds}")
+        if not self.sweep_seeds:
+            raise ValueError("sweep_seeds must list at least one seed")
+        positive_int(self.sweep_steps, "sweep_steps")
+        positive_int(self.batch_size, "batch_size")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name, value in (("metric", self.metric), *(("finals", f) for f in self.finals)):
+            if value not in METRICS:
+                raise ValueError(f"{name} must name metrics of {list(METRICS)}, got {value!r}")
+        if not 0 < self.plateau < 1 or not 0 < self.plateau_window < 1:
+            raise ValueError(f"plateau and plateau_window must lie in (0, 1), got {self.plateau}, "
+                             f"{self.plateau_window}")
+        if self.n_eval is not None:
+            positive_int(self.n_eval, "n_eval")
+        for c in self.claims:
+            if c.a not in labels or c.b not in labels:
+                raise ValueError(f"claim {c.id!r}: a and b must be method labels {labels}, got {c.a!r}, {c.b!r}")
+            if c.metric not in self.finals:
+                raise ValueError(f"claim {c.id!r}: metric must be one of finals {self.finals}, got {c.metric!r}")
+            if c.kind not in CLAIMS:
+                raise ValueError(f"claim {c.id!r}: kind must be one of {CLAIMS}, got {c.kind!r}")
+            compare([0.0, 1.0], [0.0, 1.0], claim=c.kind, margin=c.margin)  # the margin's own checks
+
+    def method(self, label: str) -> Method:
+        """The method with this label."""
+        for m in self.methods:
+            if m.label == label:
+                return m
+        raise ValueError(f"method must be one of {[m.label for m in self.methods]}, got {label!r}")
+
+
+# --- the registry ---------------------------------------------------------------------------------------
+
+def all_studies() -> dict[str, Study]:
+    """Every declared study by id (the modules of `STUDY_MODULES`, imported here, not at package import).
+
+    >>> "06_prompt" in all_studies()
+    True
+    """
+    found = [importlib.import_module(f"{__name__}.{name}").STUDY for name in STUDY_MODULES]
+    return {s.id: s for s in found}
+
+
+def get(study: Study | str) -> Study:
+    """The study with this id (a `Study` is returned as it is).
+
+    >>> get("no_such_study")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown study 'no_such_study'; known studies: 06_prompt
+    """
+    if isinstance(study, Study):
+        return study
+    known = all_studies()
+    if study not in known:
+        raise ValueError(f"unknown study {study!r}; known studies: {', '.join(known)}")
+    return known[study]
+
+
+# --- config, hash, status -------------------------------------------------------------------------------
+
+def config(study: Study) -> dict:
+    """The study's declaration as plain JSON data (tuples become lists), as stored in its results."""
+    return json.loads(json.dumps(dataclasses.asdict(study)))
+
+
+def config_hash(study: Study) -> str:
+    """SHA-256 of the canonical JSON of the config (sorted keys, no spaces): margins, grids, seeds, all.
+
+    >>> s = get("06_prompt")
+    >>> len(config_hash(s)), config_hash(s) == config_hash(get("06_prompt"))
+    (64, True)
+    >>> wider = dataclasses.replace(s, claims=(dataclasses.replace(s.claims[0], margin=0.2),) + s.claims[1:])
+    >>> config_hash(wider) == config_hash(s)
+    False
+    """
+    canonical = json.dumps(config(study), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def base_hash(study: Study, checkpoints: Path = CHECKPOINT_DIR) -> str:
+    """The SHA-256 of the study's base checkpoint weights, from its manifest (`checkpoints/<base>.json`)."""
+    return manifest(study.base, checkpoints)["sha256"]
+
+
+def results_path(study: Study | str, directory: Path = RESULTS_DIR) -> Path:
+    """Where a study's results live: `<directory>/<id>.json`."""
+    return Path(directory) / f"{study.id if isinstance(study, Study) else study}.json"
+
+
+def _differences(stored: object, current: object, path: str) -> list[str]:
+    """Human-readable differences between two JSON values ("config.claims[x].margin: 0.1 -> 0.2")."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(stored) | set(current)):
+            where = f"{path}.{key}"
+            if key not in stored:
+                out.append(f"{where}: absent from the file, declared now as {current[key]!r}")
+            elif key not in current:
+                out.append(f"{where}: in the file ({stored[key]!r}), no longer declared")
+            else:
+                out += _differences(stored[key], current[key], where)
+        return out
+    if isinstance(stored, list) and isinstance(current, list) and len(stored) == len(current):
+        out = []
+        for i, (s, c) in enumerate(zip(stored, current)):
+            name = c.get("id", c.get("label", i)) if isinstance(c, dict) else i
+            out += _differences(s, c, f"{path}[{name}]")
+        return out
+    return [] if stored == current else [f"{path}: the file has {stored!r}, the study now declares {current!r}"]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def status(study: Study | str, directory: Path = RESULTS_DIR, checkpoints: Path = CHECKPOINT_DIR) -> str:
+    """"fresh", "stale" (config or base checkpoint changed since the run, or an unreadable file) or "missing".
+
+    >>> status("06_prompt", directory=tempfile.mkdtemp())
+    'missing'
+    """
+    study = get(study)
+    path = results_path(study, directory)
+    if not path.exists():
+        return "missing"
+    now = config_hash(study), base_hash(study, checkpoints)
+    try:
+        stored = _read(path)
+        then = stored["config_sha256"], stored["base_sha256"]
+    except (ValueError, KeyError):  # unreadable JSON, or not a results file
+        return "stale"
+    return "fresh" if then == now else "stale"
+
+
+def load_results(study: Study | str, directory: Path = RESULTS_DIR, checkpoints: Path = CHECKPOINT_DIR) -> dict:
+    """The stored results of a study, refused (ValueError, naming what differs) when they were made with
+    another config or another base checkpoint than the current ones.
+
+    >>> load_results("06_prompt", directory=tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no results for study '06_prompt' ...; run `python -m peftlab.studies run 06_prompt`
+    """
+    study = get(study)
+    path = results_path(study, directory)
+    rerun = f"python -m peftlab.studies run {study.id}"
+    if not path.exists():
+        raise FileNotFoundError(f"no results for study {study.id!r} in {path.parent}; run `{rerun}`")
+    results = _read(path)
+    diffs = _differences(results.get("config"), config(study), "config")
+    if diffs or results.get("config_sha256") != config_hash(study):
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise ValueError(f"{path.name} was made with another config than study {study.id!r} declares now: "
+                         f"{shown or 'the stored config hash does not match'}; rerun `{rerun}`")
+    now = base_hash(study, checkpoints)
+    if results.get("base_sha256") != now:
+        raise ValueError(f"{path.name} was made on base checkpoint {str(results.get('base_sha256'))[:12]}..., "
+                         f"the {study.base!r} checkpoint is now {now[:12]}...; rerun `{rerun}`")
+    return results
+
+
+def _jsonable(x: object) -> object:
+    """`x` with every NaN or infinity (a diverged run) written as null, which JSON can hold."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def write_results(results: dict, path: Path) -> Path:
+    """Write JSON atomically: a temporary file in the same directory, then `os.replace`, so a reader (or a
+    crash halfway) never sees half a file; a failed write leaves the old file, if any, as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_jsonable(results), f, indent=1, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --- the budget rule ------------------------------------------------------------------------------------
+
+def plateau_step(steps: Sequence[int], values: Sequence[float], goal: str = "min", threshold: float = 0.01,
+                 window: float = 0.25) -> int | None:
+    """The first evaluation step s whose value improved by less than `threshold` (relative) on the value at
+    the last evaluation step at or before (1 - window) * s; None if no step qualifies.
+
+    >>> plateau_step([0, 10, 20, 30, 40], [2.0, 1.0, 0.8, 0.795, 0.794])
+    30
+    >>> plateau_step([0, 10, 20], [2.0, 1.0, 0.5]) is None
+    True
+    """
+    if goal not in ("min", "max"):
+        raise ValueError(f"goal must be 'min' or 'max', got {goal!r}")
+    for i, s in enumerate(steps):
+        if s == 0:
+            continue
+        earlier = [k for k in range(i) if steps[k] <= (1 - window) * s]
+        if not earlier:
+            continue
+        j = earlier[-1]
+        gain = values[j] - values[i] if goal == "min" else values[i] - values[j]
+        if gain / max(abs(values[j]), 1e-12) < threshold:
+            return s
+    return None
+
+
+def work(study: Study) -> dict[str, dict[str, int]]:
+    """Training steps and curve evaluations per method for a full run (what its run time is made of).
+
+    >>> work(get("06_prompt"))["prompt"]
+    {'sweep_steps': 600, 'final_steps': 2000, 'curve_evals': 85}
+    """
+    out = {}
+    for m in study.methods:
+        points = len(_eval_steps(m.steps, study.eval_every))
+        out[m.label] = {"sweep_steps": len(m.lrs) * len(study.sweep_seeds) * study.sweep_steps,
+                        "final_steps": len(study.seeds) * m.steps, "curve_evals": len(study.seeds) * points}
+    return out
+
+
+def _eval_steps(steps: int, every: int) -> list[int]:
+    return sorted({0, steps, *range(every, steps + 1, every)})
+
+
+# --- running --------------------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    """Raised from the training callback to end a run after its first steps (`check`)."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The device to run on, as asked: "cpu" or "cuda[:n]"; never switched to another one.
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but torch finds no CUDA GPU here; run with --device cpu")
+    return dev
+
+
+def _splits(study: Study) -> dict[str, list]:
+    splits = getattr(data, study.task)()
+    n = study.n_eval
+    return {"train": splits["train"], **{s: splits[s][:n] if n else splits[s] for s in SPLITS}}
+
+
+def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study, splits: dict, *,
+             curve: bool, stop_after: int | None = None, tick: Callable[[], None] = lambda: None) -> tuple:
+    """Train one (method, lr, seed); returns (model, record). With `curve`, the compared metric is measured
+    on val and test at step 0 and every `eval_every` steps, and the training loss of every step is kept."""
+    steps = method.steps if curve else study.sweep_steps
+    score = METRICS[study.metric][0]
+    record: dict = {"seed": seed, "train_loss": [], "curve": {"step": [], **{s: {study.metric: []} for s in SPLITS}}}
+    torch.manual_seed(seed)
+    model = methods.prepare(base, method.name, **method.options)
+    at = set(_eval_steps(steps, study.eval_every))
+
+    def measure(step: int) -> None:
+        record["curve"]["step"].append(step)
+        for s in SPLITS:
+            record["curve"][s][study.metric].append(round(score(model, splits[s]), 6))
+
+    def after_step(step: int, loss: float) -> None:
+        record["train_loss"].append(round(loss, 6))
+        if curve and step in at:
+            measure(step)
+        tick()
+        if stop_after is not None and step >= stop_after:
+            raise _Stop
+
+    start = time.perf_counter()
+    if curve:
+        measure(0)
+    try:
+        train(model, splits["train"], steps=steps, lr=lr, batch_size=study.batch_size, seed=seed,
+              progress=False, on_step=after_step)
+    except _Stop:
+        pass
+    record["wall_time_s"] = round(time.perf_counter() - start, 2)
+    return model, record
+
+
+def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path = CHECKPOINT_DIR,
+        device: str = "cpu", progress: bool = True) -> dict:
+    """Run a study in full (sweep, then every seed at the chosen rates), weigh its claims, and write
+    `<directory>/<id>.json` atomically; returns the results. Long: see the study's docstring for its time.
+
+    >>> run("no_such_study")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown study 'no_such_study'; known studies: 06_prompt
+    """
+    from tqdm import tqdm  # the plain bar: this runs from a terminal
+
+    study = get(study)
+    dev = check_device(device)
+    if Path(directory).resolve() == Path(checkpoints).resolve():  # <id>.json would overwrite a manifest
+        raise ValueError(f"directory (the results) must differ from checkpoints, both are {directory}")
+    base = load_base(study.base, device=dev, directory=checkpoints)
+    splits = _splits(study)
+    total = sum(w["sweep_steps"] + w["final_steps"] for w in work(study).values())
+    start = time.perf_counter()
+    sweep, runs = {}, {}
+    with tqdm(total=total, disable=not progress, desc=study.id, unit="step") as bar:
+        score, goal = METRICS[study.metric]
+        for m in study.methods:  # 1. the learning-rate sweep, on the validation split
+            grid = []
+            for lr in m.lrs:
+                per_seed = []
+                for seed in study.sweep_seeds:
+                    bar.set_postfix_str(f"sweep {m.label} lr={lr:g} seed={seed}")
+                    model, _ = _one_run(base, m, lr, seed, study, splits, curve=False, tick=bar.update)
+                    per_seed.append(round(score(model, splits["val"]), 6))
+                grid.append({"lr": lr, "val": per_seed, "mean": round(statistics.fmean(per_seed), 6)})
+            worst = math.inf if goal == "min" else -math.inf  # a diverged rate (NaN) is never chosen
+            best = (min if goal == "min" else max)(
+                grid, key=lambda g: g["mean"] if math.isfinite(g["mean"]) else worst)["lr"]
+            sweep[m.label] = {"metric": study.metric, "split": "val", "steps": study.sweep_steps,
+                              "seeds": list(study.sweep_seeds), "grid": grid, "best_lr": best}
+        for m in study.methods:  # 2. the final runs, every seed at the chosen rate
+            lr, records = sweep[m.label]["best_lr"], []
+            for seed in study.seeds:
+                bar.set_postfix_str(f"{m.label} lr={lr:g} seed={seed}")
+                model, record = _one_run(base, m, lr, seed, study, splits, curve=True, tick=bar.update)
+                record["final"] = {f: round(METRICS[f][0](model, splits["test"]), 6) for f in study.finals}
+                c = record["curve"]
+                record["plateau_step"] = plateau_step(c["step"], c["val"][study.metric], goal, study.plateau,
+                                                      study.plateau_window)
+                records.append(record)
+            c = records[0]["curve"]
+            mean_val = [statistics.fmean(r["curve"]["val"][study.metric][i] for r in records)
+                        for i in range(len(c["step"]))]
+            runs[m.label] = {"lr": lr, "steps": m.steps, "seeds": records,
+                             "plateau_step": plateau_step(c["step"], mean_val, goal, study.plateau,
+                                                          study.plateau_window)}
+    results = {
+        "id": study.id, "title": study.title, "config": config(study), "config_sha256": config_hash(study),
+        "peftlab_version": __version__, "base": study.base, "base_sha256": base_hash(study, checkpoints),
+        "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
+        "eval_sizes": {s: len(v) for s, v in splits.items()},
+        "budget_rule": budget_rule(study), "sweep": sweep, "runs": runs,
+        "claims": [weigh(c, runs) for c in study.claims],
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    write_results(results, results_path(study, directory))
+    return results
+
+
+def budget_rule(study: Study) -> str:
+    """The budget rule in words, as stored with the results.
+
+    >>> print(budget_rule(get("06_prompt")).split(";")[0])
+    every final run trains its method's steps (prompt 400, lora 400)
+    """
+    steps = ", ".join(f"{m.label} {m.steps}" for m in study.methods)
+    return (f"every final run trains its method's steps ({steps}); the plateau is the first evaluation step s "
+            f"where val {study.metric} improved by less than {study.plateau:.0%} (relative) since step "
+            f"{1 - study.plateau_window:g} * s; null: no plateau within the budget")
+
+
+def weigh(claim: Claim, runs: dict) -> dict:
+    """A claim's verdict from the final runs' per-seed values (`evidence.compare`), with what it rests on."""
+    a = [r["final"][claim.metric] for r in runs[claim.a]["seeds"]]
+    b = [r["final"][claim.metric] for r in runs[claim.b]["seeds"]]
+    out = {**dataclasses.asdict(claim), "claim": claim.statement, "a_values": a, "b_values": b}
+    try:
+        ev = compare(a, b, claim=claim.kind, margin=claim.margin, paired=claim.paired)
+    except ValueError as e:  # a diverged run (NaN): say so rather than lose the study
+        return {**out, "verdict": "not computed", "reason": str(e), "estimate": None, "low": None, "high": None,
+                "n_seeds": min(len(a), len(b))}
+    unplateaued = [m for m in (claim.a, claim.b) if runs[m]["plateau_step"] is None]
+    return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
+            "n_seeds": ev.n, "df": ev.df, "text": str(ev),
+            "budget_note": (f"no plateau within the budget for {', '.join(unplateaued)}: the verdict is about "
+                            f"that budget, not about converged runs") if unplateaued else ""}
+
+
+# --- using the results ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Band:
+    """Per evaluation step: the mean over seeds and the interval around it (`band`)."""
+
+    step: list[int]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    n: int
+    interval: str = "mean"
+    confidence: float = 0.95
+
+    def at(self, step: int) -> tuple[float, float, float]:
+        """(mean, low, high) at an evaluation step."""
+        if step not in self.step:
+            raise ValueError(f"step must be one of the study's evaluation steps {self.step}, got {step!r}")
+        i = self.step.index(step)
+        return self.mean[i], self.low[i], self.high[i]
+
+
+def _curves(results: dict, method: str, metric: str, split: str) -> tuple[list[int], list[list[float]]]:
+    runs = results["runs"]
+    if method not in runs:
+        raise ValueError(f"method must be one of {list(runs)}, got {method!r}")
+    seeds = runs[method]["seeds"]
+    if metric == "train_loss":
+        return list(range(1, len(seeds[0]["train_loss"]) + 1)), [r["train_loss"] for r in seeds]
+    curve = seeds[0]["curve"]
+    if split not in SPLITS or metric not in curve[split]:
+        raise ValueError(f"metric must be 'train_loss' or one of {list(curve['test'])}, split one of {SPLITS}; "
+                         f"got metric={metric!r}, split={split!r}")
+    return curve["step"], [r["curve"][split][metric] for r in seeds]
+
+
+def band(results: dict, method: str, metric: str = "answer_loss", split: str = "test", *,
+         confidence: float = 0.95, interval: str = "mean") -> Band:
+    """Mean over seeds per evaluation step, with a t interval: `interval="mean"` is the confidence interval
+    of the mean (mean +- t * sd / sqrt(n)); `"run"` is where one more seed's run should land (a prediction
+    interval, mean +- t * sd * sqrt(1 + 1/n)), the one to hold a single live run against.
+
+    >>> seeds = [{"curve": {"step": [0, 10], "test": {"answer_loss": [3.0, v]}}} for v in (1.0, 1.2, 1.1)]
+    >>> b = band({"runs": {"lora": {"seeds": seeds}}}, "lora", "answer_loss")
+    >>> round(b.mean[1], 3), round(b.low[1], 3), round(b.high[1], 3), b.n
+    (1.1, 0.852, 1.348, 3)
+    """
+    if interval not in ("mean", "run"):
+        raise ValueError(f"interval must be 'mean' or 'run', got {interval!r}")
+    steps, curves = _curves(results, method, metric, split)
+    n = len(curves)
+    if n < 2:
+        raise ValueError(f"a band needs at least 2 seeds, the results of {method!r} have {n}")
+    t = t_quantile(0.5 + confidence / 2, n - 1)
+    widen = math.sqrt(1 / n) if interval == "mean" else math.sqrt(1 + 1 / n)
+    mean, low, high = [], [], []
+    for values in zip(*curves):
+        m, sd = statistics.fmean(values), statistics.stdev(values)
+        mean.append(m)
+        low.append(m - t * sd * widen)
+        high.append(m + t * sd * widen)
+    return Band(list(steps), mean, low, high, n, interval, confidence)
+
+
+def live_point_inside(results: dict, method: str, step: int, value: float, metric: str = "answer_loss",
+                      split: str = "test", confidence: float = 0.95) -> tuple[bool, str]:
+    """Does a live run's `value` at `step` land inside the study's band for one run (`band(...,
+    interval="run")`)? Returns (inside, a sentence saying where it landed).
+
+    >>> seeds = [{"curve": {"step": [0, 10], "test": {"answer_loss": [3.0, v]}}} for v in (1.0, 1.2, 1.1)]
+    >>> live_point_inside({"runs": {"lora": {"seeds": seeds}}}, "lora", 10, 1.15)
+    (True, 'lora answer_loss at step 10: 1.15 is inside the study band [0.6032, 1.597] (mean 1.1, 3 seeds)')
+    """
+    mean, low, high = band(results, method, metric, split, confidence=confidence, interval="run").at(step)
+    inside = low <= value <= high
+    where = "inside" if inside else "OUTSIDE"
+    return inside, (f"{method} {metric} at step {step}: {value:.4g} is {where} the study band "
+                    f"[{low:.4g}, {high:.4g}] (mean {mean:.4g}, {len(_curves(results, method, metric, split)[1])} "
+                    f"seeds)")
+
+
+# --- the cheap replica ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of `check`: whether the replica agrees, its largest difference, and why."""
+
+    ok: bool
+    max_diff: float
+    tolerance: float
+    message: str = field(default="")
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
+def check(study: Study | str, *, method: str | None = None, steps: int | None = None,
+          tolerance: float = CHECK_TOLERANCE, directory: Path = RESULTS_DIR, checkpoints: Path = CHECKPOINT_DIR,
+          device: str = "cpu") -> CheckResult:
+    """Re-run a cheap replica (the first seed, the first `steps` steps, default `eval_every`, of one method,
+    default the first, at its chosen lr) and compare its training losses and curve points with the stored
+    ones: agreement when every difference is at most `tolerance`.
+
+    >>> check("06_prompt", directory=tempfile.mkdtemp()).ok
+    False
+    """
+    study = get(study)
+    positive_number(tolerance, "tolerance")
+    try:
+        results = load_results(study, directory, checkpoints)
+    except (FileNotFoundError, ValueError) as e:
+        return CheckResult(False, math.inf, tolerance, str(e))
+    m = study.method(method or study.methods[0].label)
+    steps = positive_int(steps if steps is not None else study.eval_every, "steps")
+    stored = results["runs"][m.label]["seeds"][0]
+    lr, seed = results["runs"][m.label]["lr"], stored["seed"]
+    _, replica = _one_run(load_base(study.base, device=check_device(device), directory=checkpoints), m, lr,
+                          seed, study, _splits(study), curve=True, stop_after=min(steps, m.steps))
+    pairs = list(zip(stored["train_loss"], replica["train_loss"]))
+    for s in SPLITS:
+        pairs += zip(stored["curve"][s][study.metric], replica["curve"][s][study.metric])
+    diff = max(abs(a - b) for a, b in pairs)
+    ok = diff <= tolerance
+    what = (f"{study.id}: {m.label} lr={lr:g} seed {seed}, {len(replica['train_loss'])} steps on {device} "
+            f"(stored on {results['device']}): largest difference {diff:.2g}, tolerance {tolerance:g}")
+    return CheckResult(ok, diff, tolerance, f"{what}: {'agree' if ok else 'DISAGREE'}")

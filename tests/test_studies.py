@@ -1,0 +1,239 @@
+"""peftlab.studies: config hashing, staleness, the run loop and its results file, the replica check, bands.
+
+Everything runs a toy study on a tiny random model saved as a checkpoint in a temporary directory, and
+writes results to temporary directories: nothing here trains the real base or touches the shipped results.
+"""
+
+import dataclasses
+import json
+import math
+import statistics
+
+import pytest
+import torch
+
+from peftlab import data, studies
+from peftlab.checkpoint import save_checkpoint
+from peftlab.evidence import compare, t_quantile
+from peftlab.model import ModelConfig, Transformer
+from peftlab.studies import Claim, Method, Study
+from peftlab.studies.__main__ import main
+
+TINY = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)
+
+
+def toy_study(**changes) -> Study:
+    study = Study(
+        id="toy", title="toy study", notebook="none",
+        methods=(Method("prompt", "prompt", {"n_tokens": 4, "init": "vocab"}, lrs=(0.1, 0.3), steps=4),
+                 Method("lora", "lora", {"r": 2}, lrs=(1e-2,), steps=4)),
+        claims=(Claim("lower", "LoRA's loss is lower", "a test", "answer_loss", "lora", "prompt", "less", 0.0),
+                Claim("agree", "exact match agrees", "a test", "exact_match", "prompt", "lora", "equivalent", 0.1)),
+        seeds=(0, 1), seeds_note="2 seeds: a test", sweep_seeds=(0,), sweep_steps=2, eval_every=2,
+        eval_note="the first 8 of val and test", batch_size=4, base="toy", n_eval=8)
+    return dataclasses.replace(study, **changes)
+
+
+def with_margin(study: Study, margin: float) -> Study:
+    return dataclasses.replace(study, claims=(dataclasses.replace(study.claims[0], margin=margin),) + study.claims[1:])
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    save_checkpoint(Transformer(TINY), "toy", {}, directory=directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, checkpoints):
+    """One toy run, written once for the module; tests that alter it work on a copy."""
+    directory = tmp_path_factory.mktemp("results")
+    results = studies.run(toy_study(), directory=directory, checkpoints=checkpoints, progress=False)
+    return directory, results
+
+
+@pytest.fixture
+def copy_of(stored, tmp_path):
+    directory, _ = stored
+    (tmp_path / "toy.json").write_text((directory / "toy.json").read_text())
+    return tmp_path
+
+
+def test_config_hash_is_stable_and_covers_the_margins():
+    study = toy_study()
+    assert studies.config_hash(study) == studies.config_hash(toy_study())
+    assert studies.config_hash(with_margin(study, 0.05)) != studies.config_hash(study)
+    assert studies.config_hash(toy_study(seeds=(0, 1, 2))) != studies.config_hash(study)
+
+
+def test_status_missing_fresh_and_stale(stored, checkpoints, tmp_path):
+    directory, _ = stored
+    assert studies.status(toy_study(), tmp_path, checkpoints) == "missing"
+    assert studies.status(toy_study(), directory, checkpoints) == "fresh"
+    assert studies.status(with_margin(toy_study(), 0.05), directory, checkpoints) == "stale"
+    (tmp_path / "toy.json").write_text((directory / "toy.json").read_text())
+    torch.manual_seed(1)  # another base checkpoint under the same name: the stored hash no longer matches
+    save_checkpoint(Transformer(TINY), "toy", {}, directory=tmp_path)
+    assert studies.status(toy_study(), tmp_path, tmp_path) == "stale"
+    (tmp_path / "toy.json").write_text("{ half a file")
+    assert studies.status(toy_study(), tmp_path, checkpoints) == "stale"
+
+
+def test_load_results_refuses_another_config_and_names_the_difference(stored, checkpoints):
+    directory, results = stored
+    assert studies.load_results(toy_study(), directory, checkpoints)["config_sha256"] == results["config_sha256"]
+    with pytest.raises(ValueError, match=r"claims\[lower\]\.margin: the file has 0\.0, the study now declares 0\.05"):
+        studies.load_results(with_margin(toy_study(), 0.05), directory, checkpoints)
+    with pytest.raises(ValueError, match=r"config\.sweep_steps: the file has 2, the study now declares 3"):
+        studies.load_results(toy_study(sweep_steps=3), directory, checkpoints)
+
+
+def test_unknown_id_lists_the_known_ones_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown study 'nope'; known studies: 06_prompt"):
+        studies.get("nope")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "nope", "--results", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "known studies: 06_prompt" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_writes_every_required_field(stored, checkpoints):
+    directory, results = stored
+    study = toy_study()
+    assert json.loads((directory / "toy.json").read_text()) == results
+    assert results["config"] == studies.config(study)
+    assert results["config_sha256"] == studies.config_hash(study)
+    assert results["base_sha256"] == studies.base_hash(study, checkpoints)
+    assert results["peftlab_version"] and results["torch"] == torch.__version__
+    assert results["device"] == "cpu" and results["threads"] >= 1 and results["wall_time_s"] > 0
+    assert results["eval_sizes"] == {"train": len(data.qa_task()["train"]), "val": 8, "test": 8}
+    prompt_sweep = results["sweep"]["prompt"]
+    assert [g["lr"] for g in prompt_sweep["grid"]] == [0.1, 0.3] and prompt_sweep["split"] == "val"
+    assert prompt_sweep["best_lr"] == min(prompt_sweep["grid"], key=lambda g: g["mean"])["lr"]
+    for label, run in results["runs"].items():
+        assert run["lr"] == results["sweep"][label]["best_lr"]
+        assert [r["seed"] for r in run["seeds"]] == [0, 1]
+        for r in run["seeds"]:
+            assert r["curve"]["step"] == [0, 2, 4] and len(r["train_loss"]) == 4
+            assert len(r["curve"]["val"]["answer_loss"]) == len(r["curve"]["test"]["answer_loss"]) == 3
+            assert set(r["final"]) == {"answer_loss", "exact_match"}
+            assert r["final"]["answer_loss"] == pytest.approx(r["curve"]["test"]["answer_loss"][-1], abs=1e-6)
+    for claim, declared in zip(results["claims"], study.claims):
+        a = [r["final"][declared.metric] for r in results["runs"][declared.a]["seeds"]]
+        b = [r["final"][declared.metric] for r in results["runs"][declared.b]["seeds"]]
+        ev = compare(a, b, claim=declared.kind, margin=declared.margin)
+        assert (claim["claim"], claim["verdict"], claim["n_seeds"]) == (declared.statement, ev.verdict, 2)
+        assert (claim["estimate"], claim["low"], claim["high"]) == pytest.approx((ev.estimate, ev.low, ev.high))
+
+
+def test_runs_are_reproducible_and_check_agrees_then_disagrees(stored, copy_of, checkpoints, monkeypatch, capsys):
+    directory, _ = stored
+    outcome = studies.check(toy_study(), directory=directory, checkpoints=checkpoints)
+    assert outcome.ok and outcome.max_diff < 1e-5 and outcome.exit_code == 0
+    monkeypatch.setattr(studies, "all_studies", lambda: {"toy": toy_study()})
+    common = ["--results", str(copy_of), "--checkpoints", str(checkpoints)]
+    assert main(["check", "toy", *common]) == 0
+    results = json.loads((copy_of / "toy.json").read_text())
+    results["runs"]["prompt"]["seeds"][0]["curve"]["test"]["answer_loss"][1] += 0.1
+    (copy_of / "toy.json").write_text(json.dumps(results))
+    assert main(["check", "toy", *common]) == 1
+    assert "DISAGREE" in capsys.readouterr().out
+
+
+def test_a_run_that_fails_midway_leaves_no_file(checkpoints, copy_of, monkeypatch):
+    before = (copy_of / "toy.json").read_text()
+    real_train, calls = studies.train, []
+
+    def failing_train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed halfway")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(studies, "train", failing_train)
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        studies.run(toy_study(seeds=(5, 6)), directory=copy_of, checkpoints=checkpoints, progress=False)
+    assert [p.name for p in copy_of.iterdir()] == ["toy.json"] and (copy_of / "toy.json").read_text() == before
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = studies.write_results({"old": 1}, tmp_path / "x.json")
+
+    def half_dump(obj, f, **kwargs):
+        f.write('{"new": ')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(studies.json, "dump", half_dump)
+    with pytest.raises(OSError, match="disk full"):
+        studies.write_results({"new": 2}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"] and json.loads(path.read_text()) == {"old": 1}
+
+
+def synthetic(values_at_10):
+    seeds = [{"seed": i, "train_loss": [2.0, 1.0], "curve": {"step": [0, 10], "val": {"answer_loss": [3.0, v]},
+                                                             "test": {"answer_loss": [3.0, v]}}}
+             for i, v in enumerate(values_at_10)]
+    return {"runs": {"lora": {"seeds": seeds}}}
+
+
+def test_band_is_a_t_interval_over_seeds():
+    values = [1.0, 1.2, 1.1, 0.9, 1.3]
+    b = studies.band(synthetic(values), "lora", "answer_loss")
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    half = t_quantile(0.975, 4) * sd / math.sqrt(5)
+    assert b.step == [0, 10] and b.n == 5
+    assert b.at(10) == pytest.approx((mean, mean - half, mean + half))
+    assert b.at(0) == pytest.approx((3.0, 3.0, 3.0))  # every seed equal: a point
+    run = studies.band(synthetic(values), "lora", "answer_loss", interval="run")
+    assert run.high[1] - run.low[1] == pytest.approx(2 * half * math.sqrt(6))  # sqrt(1 + 1/n) / sqrt(1/n)
+    assert studies.band(synthetic(values), "lora", "train_loss").step == [1, 2]
+    with pytest.raises(ValueError, match="method must be one of"):
+        studies.band(synthetic(values), "prompt", "answer_loss")
+    with pytest.raises(ValueError, match="needs at least 2 seeds"):
+        studies.band(synthetic([1.0]), "lora", "answer_loss")
+
+
+def test_live_point_inside_the_band_or_not():
+    results = synthetic([1.0, 1.2, 1.1, 0.9, 1.3])
+    inside, message = studies.live_point_inside(results, "lora", 10, 1.25)
+    assert inside and "inside" in message and "5 seeds" in message
+    inside, message = studies.live_point_inside(results, "lora", 10, 2.0)
+    assert not inside and "OUTSIDE" in message
+    with pytest.raises(ValueError, match=r"step must be one of the study's evaluation steps \[0, 10\]"):
+        studies.live_point_inside(results, "lora", 5, 1.0)
+
+
+def test_plateau_rule():
+    assert studies.plateau_step([0, 10, 20, 30, 40], [2.0, 1.0, 0.8, 0.795, 0.794]) == 30
+    assert studies.plateau_step([0, 10, 20], [2.0, 1.0, 0.5]) is None
+    assert studies.plateau_step([0, 10, 20], [0.1, 0.5, 0.5], goal="max", threshold=0.01) == 20
+
+
+def test_a_bad_declaration_is_refused_with_the_parameter_named():
+    with pytest.raises(ValueError, match="a and b must be method labels"):
+        toy_study(claims=(Claim("x", "s", "src", "answer_loss", "full", "lora", "less", 0.0),))
+    with pytest.raises(ValueError, match="seeds must be at least 2"):
+        toy_study(seeds=(0,))
+    with pytest.raises(ValueError, match="margin must be > 0 for claim='equivalent'"):
+        toy_study(claims=(Claim("x", "s", "src", "answer_loss", "prompt", "lora", "equivalent", 0.0),))
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        studies.check_device("tpu")
+
+
+def test_the_declared_prompt_study():
+    study = studies.get("06_prompt")
+    prompt, lora = study.method("prompt20"), study.method("lora")
+    assert (prompt.name, dict(prompt.options), prompt.lrs) == ("prompt", {"n_tokens": 20, "init": "vocab"},
+                                                               (0.03, 0.1, 0.3))
+    assert (lora.name, lora.options["r"], tuple(lora.options["targets"]), lora.lrs) == (
+        "lora", 8, ("q_proj", "v_proj"), (1e-3, 3e-3, 1e-2))
+    assert all(len(m.lrs) >= 3 for m in study.methods)  # every method gets its own sweep
+    assert len({m.steps for m in study.methods}) == 1  # equal steps
+    assert len(study.seeds) >= 5 and study.n_eval is None and study.metric == "answer_loss"
+    assert str(len(data.qa_task()["test"])) in study.eval_note  # the eval size it states is the real one
+    assert {c.kind for c in study.claims} == {"equivalent", "less", "greater"}
+    assert all("et al." in c.source for c in study.claims)
+    assert all(c.margin > 0 for c in study.claims if c.kind == "equivalent")
