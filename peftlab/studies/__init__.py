@@ -371,8 +371,8 @@ def plateau_step(steps: Sequence[int], values: Sequence[float], goal: str = "min
 def work(study: Study) -> dict[str, dict[str, int]]:
     """Training steps and curve evaluations per method for a full run (what its run time is made of).
 
-    >>> work(get("06_prompt"))["prompt"]
-    {'sweep_steps': 600, 'final_steps': 2000, 'curve_evals': 85}
+    >>> work(get("06_prompt"))["prompt20"]
+    {'sweep_steps': 600, 'final_steps': 2000, 'curve_evals': 45}
     """
     out = {}
     for m in study.methods:
@@ -521,7 +521,7 @@ def budget_rule(study: Study) -> str:
     """The budget rule in words, as stored with the results.
 
     >>> print(budget_rule(get("06_prompt")).split(";")[0])
-    every final run trains its method's steps (prompt 400, lora 400)
+    every final run trains its method's steps (prompt20 400, prompt20_label 400, prompt5 400, prompt50 400, lora 400, full 400)
     """
     steps = ", ".join(f"{m.label} {m.steps}" for m in study.methods)
     return (f"every final run trains its method's steps ({steps}); the plateau is the first evaluation step s "
