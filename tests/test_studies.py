@@ -237,3 +237,15 @@ def test_the_declared_prompt_study():
     assert {c.kind for c in study.claims} == {"equivalent", "less", "greater"}
     assert all("et al." in c.source for c in study.claims)
     assert all(c.margin > 0 for c in study.claims if c.kind == "equivalent")
+
+
+@pytest.mark.parametrize("study_id", list(studies.all_studies()))
+def test_every_shipped_study_is_fresh(study_id):
+    """Results ship with the package and must match today's config and base checkpoint: change a margin,
+    a grid or the base model, and this fails until `python -m peftlab.studies run ID` is run again."""
+    assert studies.status(study_id) == "fresh", (
+        f"{study_id} is {studies.status(study_id)}: rerun `python -m peftlab.studies run {study_id}`")
+    results = studies.load_results(study_id)
+    for c in results["claims"]:  # every stored verdict is what compare gives on the stored values
+        ev = compare(c["a_values"], c["b_values"], claim=c["kind"], margin=c["margin"], paired=c["paired"])
+        assert (ev.verdict, ev.n) == (c["verdict"], c["n_seeds"]), c["id"]

@@ -33,12 +33,15 @@ def claim_evidence(claim: dict) -> evidence.Evidence:
 
 
 def claim_table(results: dict) -> Markdown:
-    """short answer / the source's figure / measured here (estimate, interval, seeds) / verdict."""
+    """short answer / the source's figure / measured here (estimate, interval, seeds) / verdict. The words
+    come from the study as declared now (a corrected citation needs no rerun), the numbers from the results."""
+    words = {c.id: c for c in studies.get(results["id"]).claims}
     rows = []
     for c in results["claims"]:
         e = claim_evidence(c)
         note = " (no plateau within the budget)" if c.get("budget_note") else ""
-        rows.append((c["claim"], c["source"], f"{c['a']} − {c['b']}: {e.format()}{note}", e.verdict))
+        rows.append((words[c["id"]].statement, words[c["id"]].source, f"{c['a']} − {c['b']}: {e.format()}{note}",
+                     e.verdict))
     return table(rows, ["short answer", "source", "measured here", "verdict"])
 
 

@@ -217,8 +217,25 @@ def config(study: Study) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(study)))
 
 
-def config_hash(study: Study) -> str:
-    """SHA-256 of the canonical JSON of the config (sorted keys, no spaces): margins, grids, seeds, all.
+# Words that describe a study and change none of its numbers or verdicts: editing them (a citation
+# corrected, a sentence reworded) leaves the results fresh. Everything else is the experiment.
+WORDS = {"study": ("title", "notebook", "seeds_note", "eval_note", "notes"), "claim": ("statement", "source")}
+
+
+def experiment(config: dict) -> dict:
+    """A config without its descriptive words (`WORDS`): what the staleness check compares.
+
+    >>> sorted(experiment(config(get("06_prompt"))))[:3]
+    ['base', 'batch_size', 'claims']
+    """
+    out = {k: v for k, v in config.items() if k not in WORDS["study"]}
+    out["claims"] = [{k: v for k, v in c.items() if k not in WORDS["claim"]} for c in config.get("claims", [])]
+    return out
+
+
+def config_hash(study: Study | dict) -> str:
+    """SHA-256 of the canonical JSON of the experiment (sorted keys, no spaces): methods, learning-rate grids,
+    seeds, steps, evaluation, claims with their kinds and margins; not the descriptive words.
 
     >>> s = get("06_prompt")
     >>> len(config_hash(s)), config_hash(s) == config_hash(get("06_prompt"))
@@ -226,8 +243,12 @@ def config_hash(study: Study) -> str:
     >>> wider = dataclasses.replace(s, claims=(dataclasses.replace(s.claims[0], margin=0.2),) + s.claims[1:])
     >>> config_hash(wider) == config_hash(s)
     False
+    >>> reworded = dataclasses.replace(s, claims=(dataclasses.replace(s.claims[0], source="another"),) + s.claims[1:])
+    >>> config_hash(reworded) == config_hash(s)
+    True
     """
-    canonical = json.dumps(config(study), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    data_ = experiment(config(study) if isinstance(study, Study) else study)
+    canonical = json.dumps(data_, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -301,7 +322,7 @@ def load_results(study: Study | str, directory: Path = RESULTS_DIR, checkpoints:
     if not path.exists():
         raise FileNotFoundError(f"no results for study {study.id!r} in {path.parent}; run `{rerun}`")
     results = _read(path)
-    diffs = _differences(results.get("config"), config(study), "config")
+    diffs = _differences(experiment(results.get("config") or {}), experiment(config(study)), "config")
     if diffs or results.get("config_sha256") != config_hash(study):
         shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
         raise ValueError(f"{path.name} was made with another config than study {study.id!r} declares now: "

@@ -66,7 +66,8 @@ STUDY = Study(
         Claim("full_more_exact", "at small scale full fine-tuning answers more exactly: by more than 5 points",
               FIG1, metric="exact_match", a="full", b="prompt20", kind="greater", margin=0.05),
         Claim("lora_lower_loss", "LoRA is ahead of prompt tuning: answer loss lower by more than 0.1 nats",
-              "Hu et al. 2021 (arXiv 2106.09685), Table 2: LoRA above prefix-embedding tuning on GPT-2",
+              "Hu et al. 2021 (arXiv 2106.09685), Table 4: on GPT-3 175B, LoRA above prefix-embedding tuning "
+              "(trainable input tokens, prompt tuning's idea)",
               metric="answer_loss", a="lora", b="prompt20", kind="less", margin=0.1),
         Claim("longer_helps", "a 20-token prompt beats a 5-token one (lower answer loss)", ABLATION,
               metric="answer_loss", a="prompt20", b="prompt5", kind="less", margin=0.0),
