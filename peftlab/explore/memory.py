@@ -15,14 +15,12 @@ from ..measure import count_parameters, memory_report, time_step, train_step_fn
 from ..qlora import import_bitsandbytes
 from .plots import stacked_bars
 
-
 METHODS = ("full", "lora", "qlora")
 
 
 def available_optimizers() -> list[str]:
     """Optimizers `MemoryExplorer` can build here: AdamW, SGD, and bitsandbytes' 8-bit AdamW
     where bitsandbytes imports."""
-
     bnb = import_bitsandbytes()
     return ["adamw", "sgd"] + (["adamw8bit"] if bnb is not None and hasattr(bnb, "optim") else [])
 
@@ -36,7 +34,6 @@ def build_optimizer(name: str, params: list[torch.nn.Parameter], lr: float = 1e-
         return torch.optim.AdamW(params, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
-
     return import_bitsandbytes().optim.AdamW8bit(params, lr=lr)
 
 

@@ -29,7 +29,6 @@ class PrecisionExplorer:
     >>> r["weight_overflow"] > 0, r["memory"] is None  # no fp16 training step on the CPU
     (True, True)
     """
-
     SCALES = [1.0] + [2.0 ** k for k in range(4, 33, 4)]
 
     def __init__(self, model: nn.Module | None = None, ids: torch.Tensor | None = None):

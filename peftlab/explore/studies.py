@@ -56,11 +56,10 @@ def final_table(results: dict, labels: Sequence[str] | None = None) -> Markdown:
         r = runs[m]
         cells = []
         for f in finals:
-            values = [s["final"][f] for s in r["seeds"]]
-            e = evidence.compare(values, 0.0, claim="greater", **FORMATS.get(f, {}))
+            e = evidence.compare([s["final"][f] for s in r["seeds"]], 0.0)  # the mean and its 95% interval
             scale = FORMATS.get(f, {}).get("scale", 1)
-            cells.append(f"{e.estimate * scale:.{3 if scale == 1 else 1}f} "
-                         f"[{e.low * scale:.{3 if scale == 1 else 1}f}, {e.high * scale:.{3 if scale == 1 else 1}f}]")
+            digits = 3 if scale == 1 else 1
+            cells.append(f"{e.estimate * scale:.{digits}f} [{e.low * scale:.{digits}f}, {e.high * scale:.{digits}f}]")
         plateau = "not within the budget" if r["plateau_step"] is None else f"step {r['plateau_step']}"
         rows.append((m, f"{r['lr']:g}", f"{r['steps']}", plateau, *cells))
     return table(rows, ["method", "lr (chosen on val)", "steps", "val plateau", *(f"test {LABELS.get(f, f)}, "

@@ -30,7 +30,6 @@ class VirtualTokenExplorer:
     >>> sorted(r)
     ['accuracy', 'heldout_loss', 'loss', 'trainable']
     """
-
     METHODS = {"prompt": ("init", INITS), "ptuning": ("encoder", ("lstm", "mlp")),
                "prefix": ("reparametrize", ("mlp", "direct"))}
     LR = {"prompt": 0.1, "ptuning": 1e-2, "prefix": 3e-3, "prefix-direct": 0.1}  # from short sweeps
