@@ -206,9 +206,10 @@ display(claim_check([
      f"best merge {best[0]} ({best[1]:g}, {best[1]:g}): its worse task {100 * best_gap:+.1f} points of token "
      f"accuracy vs its own adapter",
      "holds (within 5 points)" if best_gap >= -0.05 else "does not hold: merging costs accuracy here"),
-    ("PEFT offers linear, cat, svd, TIES, DARE", "PEFT add_weighted_adapter", "linear, cat, svd measured here",
-     "TIES/DARE not measured"),
 ]))
+
+# %% [markdown]
+# PEFT's `add_weighted_adapter` also offers TIES and DARE; this notebook measures linear, cat and svd only.
 
 # %% [markdown]
 # ## Explore: a weight slider between the two adapters
