@@ -145,7 +145,8 @@ class LoRALinear(nn.Module):
 # --- the verbs -------------------------------------------------------------------------------
 
 def add(model: nn.Module, r: int = 8, alpha: float = 16, targets=("q_proj", "v_proj"),
-        dropout: float = 0.0, name: str = "default", rslora: bool = False) -> nn.Module:
+        dropout: float = 0.0, name: str = "default", rslora: bool = False,
+        modules_to_save: tuple[str, ...] = ()) -> nn.Module:
     """Wrap the target layers with a new adapter `name`, make it active and freeze everything else.
 
     `targets`: module names (a last component such as "q_proj", or a full dotted name), a regex
@@ -155,12 +156,35 @@ def add(model: nn.Module, r: int = 8, alpha: float = 16, targets=("q_proj", "v_p
     >>> model = add(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), r=4)
     >>> count_parameters(model).trainable  # 2 layers * r * (in + out) = 2 * 4 * (32 + 32)
     512
+
+    `modules_to_save` (PEFT's option of that name) also trains these modules in full, such as
+    ("embed_tokens", "lm_head") for a new vocabulary: the low-rank update cannot reach them.
+
+    >>> base = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, vocab_size=10))
+    >>> count_parameters(add(base, r=4, modules_to_save=("lm_head",))).trainable  # 512 + 10 * 32
+    832
     """
     _check_hyperparameters(r, alpha, dropout, rslora)
     _check_new_name(model, name)
+    saved = _match_modules(model, modules_to_save)
     cfg = LoRAConfig(r, float(alpha), float(dropout), rslora)
     _install(model, name, {n: (cfg, None, None) for n in _match_targets(model, targets)})
+    for module in saved:
+        module.requires_grad_(True)
     return model
+
+
+def _match_modules(model: nn.Module, names) -> list[nn.Module]:
+    """The modules whose name (or last name component) is in `names`; each name must match one or more."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"modules_to_save must be a tuple of module names, got {names!r}")
+    found = {n: [m for full, m in model.named_modules() if full and (full == n or full.endswith("." + n))]
+             for n in names}
+    missing = [n for n, ms in found.items() if not ms]
+    if missing:
+        raise ValueError(f"modules_to_save: no module named {missing} in the model; names end like "
+                         f"{sorted(set(_last_names(n for n, _ in model.named_modules() if n)))}")
+    return [m for ms in found.values() for m in ms]
 
 
 def adapter_names(model: nn.Module) -> list[str]:

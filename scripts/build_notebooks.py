@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/build_notebooks.py            # every notebook
     .venv/bin/python scripts/build_notebooks.py 01 10      # only those whose name starts so
+    .venv/bin/python scripts/build_notebooks.py --inputs-only 01   # new code, old outputs (see below)
 
 Sources are jupytext "percent" scripts: `# %%` starts a code cell, `# %% [markdown]` a markdown cell
 (its lines start with `# `), and `# %% tags=["nbval-skip"]` (or `["nbval-ignore-output"]`) gives the
@@ -13,6 +14,10 @@ cell that nbval tag. jupytext.toml pairs each notebook with its source, so there
 
 `jupytext --sync notebooks/*.ipynb` brings both sides in line (the newer side wins); only this script
 re-executes, so rebuild a notebook whose code changed before committing its outputs.
+
+`--inputs-only` copies the sources into the committed notebook and keeps its outputs, for an edit that
+cannot change an output (an import renamed); it refuses a notebook whose cells no longer line up one to
+one. The test suite (nbval) then re-executes it and compares, so a wrong use of it fails there.
 """
 
 from __future__ import annotations
@@ -44,8 +49,30 @@ def build(src: Path) -> float:
     return seconds
 
 
+def update_inputs(src: Path) -> int:
+    """Copy the sources of `src` into its committed notebook, outputs kept; returns the cells changed."""
+    new, path = notebook(src), ROOT / f"{src.stem}.ipynb"
+    old = jupytext.read(path, fmt="ipynb")
+    kinds = lambda nb: [c.cell_type for c in nb.cells]
+    if kinds(new) != kinds(old):
+        raise SystemExit(f"{src.stem}: the cells no longer line up with the committed notebook; rebuild it")
+    changed = 0
+    for a, b in zip(old.cells, new.cells):
+        if a.source != b.source or a.metadata.get("tags") != b.metadata.get("tags"):
+            a.source, changed = b.source, changed + 1
+            a.metadata["tags"] = b.metadata.get("tags", [])
+            if not a.metadata["tags"]:
+                del a.metadata["tags"]
+    jupytext.write(old, path, fmt="ipynb")
+    return changed
+
+
 if __name__ == "__main__":
-    wanted = sys.argv[1:]
+    inputs_only = "--inputs-only" in sys.argv[1:]
+    wanted = [a for a in sys.argv[1:] if a != "--inputs-only"]
     for src in sorted((ROOT / "src").glob("*.py")):
         if not wanted or any(src.stem.startswith(w) for w in wanted):
-            print(f"{src.stem}: {build(src):.1f} s", flush=True)
+            if inputs_only:
+                print(f"{src.stem}: {update_inputs(src)} cells' sources updated, outputs kept", flush=True)
+            else:
+                print(f"{src.stem}: {build(src):.1f} s", flush=True)

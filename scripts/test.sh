@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export PEFTLAB_SCALE=cpu  # the compared notebooks run their CPU setting, on any machine (peftlab/scale.py)
 exec .venv/bin/python -m pytest tests peftlab notebooks --doctest-modules --ignore=notebooks/src \
     --nbval --nbval-current-env \
     --nbval-sanitize-with notebooks/sanitize.cfg --durations=15 "$@"

@@ -446,3 +446,19 @@ def test_load_mismatched_model_or_missing_dir_leaves_model_unchanged(model, tmp_
     with pytest.raises(ValueError, match="already in use"):
         lora.load(model, tmp_path, name="again")
     assert_same(before, snapshot(model))
+
+
+def test_modules_to_save_trains_those_modules_in_full_and_refuses_unknown_names():
+    from peftlab import ModelConfig, Transformer, count_parameters
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, vocab_size=10)
+    model = lora.add(Transformer(cfg), r=4, modules_to_save=("embed_tokens", "lm_head"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"embed_tokens.weight", "lm_head.weight"} <= trainable
+    assert not any("q_proj.base_layer" in n or "mlp" in n for n in trainable)  # the rest stays frozen
+    assert count_parameters(model).trainable == 512 + 2 * 10 * 32
+    untouched = Transformer(cfg)
+    with pytest.raises(ValueError, match=r"modules_to_save: no module named \['head'\]"):
+        lora.add(untouched, r=4, modules_to_save=("head",))
+    assert not any(isinstance(m, lora.LoRALinear) for m in untouched.modules())  # refused before any change
+    with pytest.raises(ValueError, match="modules_to_save must be a tuple of module names"):
+        lora.add(Transformer(cfg), r=4, modules_to_save="lm_head")

@@ -239,6 +239,45 @@ def test_the_declared_prompt_study():
     assert all(c.margin > 0 for c in study.claims if c.kind == "equivalent")
 
 
+def test_a_sweep_width_claim_counts_the_rates_that_train(checkpoints, tmp_path):
+    """on="sweep_width": per sweep seed, the number of swept rates whose val metric reached `success`."""
+    wide = Claim("wide", "prompt trains at more rates", "a test", "answer_loss", "prompt", "lora2", "greater", 0.0,
+                 paired=True, on="sweep_width", success=1e9)  # every finite loss counts: 2 rates vs 1
+    study = toy_study(methods=toy_study().methods + (Method("lora2", "lora", {"r": 2}, lrs=(0.1, 0.3), steps=4),),
+                      claims=(wide,), sweep_seeds=(0, 1))
+    with pytest.raises(ValueError, match="the same learning rates"):
+        dataclasses.replace(study, claims=(dataclasses.replace(wide, b="lora"),))
+    with pytest.raises(ValueError, match="finite success threshold"):
+        dataclasses.replace(study, claims=(dataclasses.replace(wide, success=None),))
+    with pytest.raises(ValueError, match="on must be one of"):
+        dataclasses.replace(study, claims=(dataclasses.replace(wide, on="sweep"),))
+    results = studies.run(study, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    (claim,) = results["claims"]
+    assert claim["a_values"] == claim["b_values"] == [2, 2]  # both rates of both methods reach it, each seed
+    strict = dataclasses.replace(wide, success=-1.0)  # no loss is below -1: nothing trains
+    assert studies.weigh(strict, results["runs"], results["sweep"])["a_values"] == [0, 0]
+
+
+def test_new_optional_fields_leave_earlier_configs_fresh(stored, checkpoints):
+    """A field added after a study ran (n_train, sweep_seeds, curve_metrics, a claim's on/success) is left out
+    of the hash while it holds its default, and counts as soon as it is used."""
+    study = toy_study()
+    assert "n_train" not in json.dumps(studies.experiment(studies.config(study)))
+    low = dataclasses.replace(study, methods=(dataclasses.replace(study.methods[0], n_train=8),) + study.methods[1:])
+    assert studies.config_hash(low) != studies.config_hash(study)
+    assert studies.config_hash(dataclasses.replace(study, curve_metrics=("exact_match",))) != studies.config_hash(study)
+
+
+def test_n_train_and_curve_metrics_are_used(checkpoints, tmp_path):
+    study = toy_study(methods=(dataclasses.replace(toy_study().methods[0], n_train=4),) + toy_study().methods[1:],
+                      curve_metrics=("exact_match",))
+    results = studies.run(study, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    curve = results["runs"]["prompt"]["seeds"][0]["curve"]
+    assert set(curve["test"]) == {"answer_loss", "exact_match"} and len(curve["test"]["exact_match"]) == 3
+    with pytest.raises(ValueError, match="n_train must be a positive int"):
+        toy_study(methods=(dataclasses.replace(toy_study().methods[0], n_train=0),) + toy_study().methods[1:])
+
+
 @pytest.mark.parametrize("study_id", list(studies.all_studies()))
 def test_every_shipped_study_is_fresh(study_id):
     """Results ship with the package and must match today's config and base checkpoint: change a margin,

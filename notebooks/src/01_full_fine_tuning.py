@@ -39,7 +39,7 @@ import re
 import torch
 import matplotlib.pyplot as plt
 import peftlab
-from peftlab import data, load_base, count_parameters, memory_report, exact_match
+from peftlab import data, load_base, count_parameters, memory_report, exact_match, scale
 from peftlab.evaluate import complete, evaluate_loss
 from peftlab.train import train
 from peftlab.measure import time_step, train_step_fn
@@ -47,7 +47,7 @@ from peftlab.explore.plots import stacked_bars
 from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 STEPS = 200 if GPU else 60  # a larger setting where a GPU is present
 

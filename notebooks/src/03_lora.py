@@ -48,14 +48,14 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from peftlab import count_parameters, data, exact_match, load_base, lora
+from peftlab import count_parameters, data, exact_match, load_base, lora, scale
 from peftlab.explore.report import claim_check, table
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.evaluate import complete
 from peftlab.train import collate, lm_loss, train
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 STEPS = 300 if GPU else 80  # a larger setting where a GPU is present
 

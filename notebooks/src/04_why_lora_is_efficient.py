@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 import matplotlib.pyplot as plt
 from safetensors.torch import save_file
-from peftlab import data, load_base, count_parameters, memory_report, lora
+from peftlab import data, load_base, count_parameters, memory_report, lora, scale
 from peftlab.train import train
 from peftlab.measure import interleaved_samples, paired_ratio, train_step_fn
 from peftlab.explore.plots import stacked_bars
@@ -50,7 +50,7 @@ from peftlab.explore.report import table, claim_check, mib
 from peftlab.checkpoint import CHECKPOINT_DIR
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 ROUNDS = 10 if GPU else 4  # timed repeats per candidate; more where a GPU makes them cheap
 

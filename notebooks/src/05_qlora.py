@@ -42,13 +42,13 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from peftlab import ByteTokenizer, calculator, count_parameters, data, exact_match, load_base, lora, memory_report
+from peftlab import ByteTokenizer, calculator, count_parameters, data, exact_match, load_base, lora, memory_report, scale
 from peftlab import qlora, quant
 from peftlab.explore.report import claim_check, mib, table
 from peftlab.train import collate, train
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 STEPS = 200 if GPU else 60  # a larger setting where a GPU is present
 

@@ -40,14 +40,14 @@ import statistics
 import matplotlib.pyplot as plt
 import torch
 
-from peftlab import count_parameters, load_base, prefix, prompt
+from peftlab import count_parameters, load_base, prefix, prompt, scale
 from peftlab.explore.report import claim_check, table
 from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.train import lm_loss
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 STEPS, BATCH, N_EVAL, SEEDS = (200, 16, 192, 5) if GPU else (40, 8, 96, 3)  # larger where a GPU is present
 

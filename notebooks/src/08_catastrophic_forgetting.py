@@ -42,7 +42,7 @@
 import statistics
 import torch
 import matplotlib.pyplot as plt
-from peftlab import data, load_base, lora
+from peftlab import data, load_base, lora, scale
 from peftlab import forgetting
 from peftlab.forgetting import Method, Probe
 from peftlab.evaluate import complete
@@ -50,7 +50,7 @@ from peftlab.explore.forgetting import TradeoffExplorer, plot_curves
 from peftlab.explore.report import table, claim_check
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # CPU: 2 cores, under a minute for the whole notebook. GPU: longer runs, bigger probes, more learning rates.
 STEPS, EVERY, BATCH = (200, 10, 16) if GPU else (48, 12, 4)

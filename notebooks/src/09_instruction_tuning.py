@@ -42,7 +42,7 @@
 import copy
 import torch
 import matplotlib.pyplot as plt
-from peftlab import load_base, lora, count_parameters
+from peftlab import load_base, lora, count_parameters, scale
 from peftlab import instruct
 from peftlab.checkpoint import manifest
 from peftlab.instruct import DEFAULT_TEMPLATE, evaluate, fixed_width_batches, to_examples
@@ -51,7 +51,7 @@ from peftlab.explore.instruct import InstructionExplorer
 from peftlab.explore.report import table, claim_check, better_by_both
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # CPU: under a minute on 2 cores; GPU: long enough for the rule families to be learned
 STEPS, BATCH, LR, PER_FAMILY = (1500, 32, 1e-3, 16) if GPU else (60, 8, 2e-3, 3)

@@ -31,13 +31,13 @@
 import statistics
 import torch
 import matplotlib.pyplot as plt
-from peftlab import data, load_base, exact_match
+from peftlab import data, load_base, exact_match, scale
 from peftlab.evaluate import complete
 from peftlab.explore.report import table, claim_check
 from peftlab.train import train
 
 torch.manual_seed(0)
-device = "cuda" if torch.cuda.is_available() else "cpu"
+device = scale.device()  # PEFTLAB_SCALE=gpu opts in; unset: CPU, on any machine
 model = load_base(device=device)
 
 corpus = data.pretraining_corpus()

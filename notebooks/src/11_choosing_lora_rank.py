@@ -38,13 +38,13 @@
 # %%
 import torch
 import matplotlib.pyplot as plt
-from peftlab import load_base, lora
+from peftlab import load_base, lora, scale
 from peftlab.rank_sweep import sweep, train_rank, subspace_similarity
 from peftlab.explore.rank import TABLE_HEADERS, plot_losses, table_rows
 from peftlab.explore.report import table, claim_check
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # a larger setting where a GPU is present: every rank, longer training
 RANKS = (1, 2, 4, 8, 16, 32, 64) if GPU else (1, 8, 64)

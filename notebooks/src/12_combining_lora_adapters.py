@@ -37,14 +37,14 @@ import copy
 import matplotlib.pyplot as plt
 import torch
 
-from peftlab import count_parameters, data, load_base, lora
+from peftlab import count_parameters, data, load_base, lora, scale
 from peftlab.evaluate import complete
 from peftlab.explore.combine import CombineExplorer
 from peftlab.explore.report import claim_check, table
 from peftlab.multitask import combine_scores, score, train_adapters
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 STEPS, BATCH = (300, 16) if GPU else (40, 8)  # per adapter; a larger setting where a GPU is present
 R = 8

@@ -38,7 +38,7 @@
 import matplotlib.pyplot as plt
 import torch
 
-from peftlab import adapters, count_parameters, data, load_base, lora
+from peftlab import adapters, count_parameters, data, load_base, lora, scale
 from peftlab.multitask import (by_domain, combine_scores, fusion_weights_for, mean_fusion_weights, mixed_task,
                                scores_by_domain, train_adapters)
 from peftlab.explore.plots import plot_fusion_weights
@@ -46,7 +46,7 @@ from peftlab.explore.report import claim_check, table
 from peftlab.train import train
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # training steps: stage 1 per adapter, stage 2, and each LoRA adapter; a larger setting where a GPU is present
 STEPS, FUSION_STEPS, LORA_STEPS, BATCH = (300, 200, 300, 16) if GPU else (50, 50, 30, 8)

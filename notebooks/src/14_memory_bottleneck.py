@@ -42,12 +42,12 @@
 import copy
 import torch
 import matplotlib.pyplot as plt
-from peftlab import load_base, count_parameters, memory_report, lora, calculator
+from peftlab import load_base, count_parameters, memory_report, lora, calculator, scale
 from peftlab.explore.plots import stacked_bars
 from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # a larger sweep where a GPU is present (our model's context is 256 tokens)
 BATCHES = [1, 2, 4, 8, 16, 32, 64] if GPU else [1, 2, 4, 8, 16]

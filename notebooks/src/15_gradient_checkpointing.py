@@ -42,14 +42,14 @@ import copy
 import warnings
 import torch
 import matplotlib.pyplot as plt
-from peftlab import data, load_base, lora, memory_report, count_parameters
+from peftlab import data, load_base, lora, memory_report, count_parameters, scale
 from peftlab.train import train, lm_loss
 from peftlab.gradient_checkpointing import (checkpointing_sweep, measure_checkpointing, reentrant_checkpointing,
                                             enable_input_require_grads, THEORY_TIME_RATIO, FLOPS_PER_TOKEN)
 from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # a larger setting where a GPU is present
 DEPTHS = [2, 4, 8, 16, 32] if GPU else [2, 4, 8, 16]

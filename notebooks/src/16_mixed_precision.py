@@ -33,13 +33,13 @@
 import math
 import torch
 import matplotlib.pyplot as plt
-from peftlab import data, load_base, count_parameters
+from peftlab import data, load_base, count_parameters, scale
 from peftlab.train import train, packed_batches, check_precision
 from peftlab.mixed_precision import number_formats, loss_scale_sweep, gradient_magnitudes, precision_sweep
 from peftlab.explore.report import table, claim_check, mib
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 PRECISIONS = ["fp32", "bf16", "fp16"] if GPU else ["fp32", "bf16"]  # fp16 training needs CUDA's GradScaler
 BIG_BATCH = (32, 256) if GPU else (16, 128)  # a larger setting where a GPU is present

@@ -35,12 +35,12 @@ import statistics
 import matplotlib.pyplot as plt
 import torch
 
-from peftlab import count_parameters, load_base, prompt, ptuning
+from peftlab import count_parameters, load_base, prompt, ptuning, scale
 from peftlab.explore.report import claim_check, table
 from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 STEPS, BATCH, N_EVAL, SEEDS = (200, 16, 192, 5) if GPU else (40, 8, 48, 3)  # larger where a GPU is present
 N_TOKENS, THRESHOLD = 20, 4.0  # prompt length; "converged" = 5-step mean training loss below this

@@ -41,12 +41,12 @@ import statistics
 
 import torch
 import matplotlib.pyplot as plt
-from peftlab import load_base, lora
+from peftlab import load_base, lora, scale
 from peftlab.explore.report import table, claim_check
 from peftlab.measure import forward_fn, interleaved_samples, paired_ratio
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 RANKS = (4, 16, 64)
 BATCHES = (1, 8, 32, 128) if GPU else (1, 8, 32)  # a larger setting where a GPU is present

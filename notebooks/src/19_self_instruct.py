@@ -34,7 +34,7 @@
 import collections
 import torch
 import matplotlib.pyplot as plt
-from peftlab import load_base, rouge
+from peftlab import load_base, rouge, scale
 from peftlab import self_instruct as si
 from peftlab.checkpoint import manifest
 from peftlab.instruct import evaluate, heldout_suite
@@ -42,7 +42,7 @@ from peftlab.explore.report import table, claim_check, better_by_both
 from peftlab.explore.self_instruct import FunnelExplorer, plot_funnel
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # CPU: under a minute on 2 cores; GPU: more generations, longer-trained students, a larger held-out set
 N_GENERATIONS, STUDENT_STEPS, STUDENT_LR, PER_FAMILY = (512, 400, 1e-3, 16) if GPU else (128, 60, 2e-3, 8)

@@ -32,7 +32,7 @@
 # %%
 import torch
 import matplotlib.pyplot as plt
-from peftlab import data, load_base, count_parameters, evaluate_loss
+from peftlab import data, load_base, count_parameters, evaluate_loss, scale
 from peftlab import forgetting
 from peftlab.evaluate import greedy_accuracy
 from peftlab.explore.forgetting import TradeoffExplorer
@@ -41,7 +41,7 @@ from peftlab.forgetting import Method
 from peftlab.train import train
 
 torch.manual_seed(0)
-GPU = torch.cuda.is_available()
+GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
 # The same budget for every method: STEPS optimizer steps of BATCH sequences. CPU: under a minute in all.
 STEPS, BATCH = (200, 16) if GPU else (40, 4)

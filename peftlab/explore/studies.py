@@ -101,3 +101,42 @@ def plot_bands(ax, results: dict, labels: Sequence[str] | None = None, metric: s
     ax.set(xlabel="step", ylabel=f"{split} {LABELS.get(metric, metric)}",
            title=f"mean over {b.n} seeds, 95% band; dotted: val plateau")
     ax.legend(fontsize=7)
+
+
+def at_step_table(results: dict, step: int, metrics: Sequence[str] = ("answer_loss", "exact_match"),
+                  split: str = "test", labels: Sequence[str] | None = None) -> Markdown:
+    """Every method's curve metrics at one evaluation step: the mean over seeds with its 95% interval."""
+    labels = list(results["runs"]) if labels is None else list(labels)
+    rows = []
+    for m in labels:
+        cells = []
+        for f in metrics:
+            mean, low, high = studies.band(results, m, f, split).at(step)
+            scale = FORMATS.get(f, {}).get("scale", 1)
+            digits = 3 if scale == 1 else 1
+            cells.append(f"{mean * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]")
+        rows.append((m, *cells))
+    return table(rows, ["method", *(f"{split} {LABELS.get(f, f)} at step {step}, mean [95% CI]" for f in metrics)])
+
+
+def steps_view(results: dict, step: int, metric: str = "exact_match", split: str = "test"):
+    """The notebook's steps slider: every method's curve with its band and a line at `step` (left), and each
+    method's value at that step with its interval (right). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    labels = list(results["runs"])
+    scale = FORMATS.get(metric, {}).get("scale", 1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8))
+    for i, m in enumerate(labels):
+        b = studies.band(results, m, metric, split)
+        ax1.plot(b.step, [v * scale for v in b.mean], color=f"C{i}", label=m)
+        ax1.fill_between(b.step, [v * scale for v in b.low], [v * scale for v in b.high], color=f"C{i}", alpha=0.2)
+        mean, low, high = b.at(step)
+        ax2.bar(i, mean * scale, color=f"C{i}", yerr=[[(mean - low) * scale], [(high - mean) * scale]], capsize=4)
+    ax1.axvline(step, color="k", ls="--", lw=1)
+    ax1.set(xlabel="step", ylabel=f"{split} {LABELS.get(metric, metric)}", title=f"mean over {b.n} seeds, 95% band")
+    ax1.legend(fontsize=7)
+    ax2.set_xticks(range(len(labels)), labels, rotation=30)
+    ax2.set(ylabel=f"{split} {LABELS.get(metric, metric)}", title=f"at step {step}")
+    fig.tight_layout()
+    return fig

@@ -62,7 +62,7 @@ from ..train import train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 STUDY_MODULES = ("prompt_tuning",)  # peftlab/studies/<module>.py, each defining STUDY; imported on demand
-TASKS = ("qa_task", "sql_task", "python_task")  # functions of peftlab.data returning train/val/test Examples
+TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
 SPLITS = ("val", "test")
 CHECK_TOLERANCE = 0.005  # nats: a replica on the same device agrees to ~1e-6; a changed run differs by far more
 
@@ -77,13 +77,20 @@ def answer_loss(model: nn.Module, examples: Sequence[data.Example]) -> float:
 METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
     "answer_loss": (answer_loss, "min"),
     "exact_match": (greedy_accuracy, "max"),
+    "loss": (evaluate_loss, "min"),  # every token (texts without a prompt, such as `data.dna_task`)
 }
+ON = ("final", "sweep_width")  # what a claim weighs: the final runs' test metric, or the sweep's breadth
 
 
 @dataclass(frozen=True)
 class Claim:
     """One claim, declared before the runs: `a` vs `b` (method labels) on `metric` (test split, end of
-    training), weighed by `evidence.compare(a, b, claim=kind, margin=margin, paired=paired)`."""
+    training), weighed by `evidence.compare(a, b, claim=kind, margin=margin, paired=paired)`.
+
+    `on="sweep_width"` weighs the learning-rate sweep instead (a claim about stability): per sweep seed, how
+    many of the method's swept rates reach `success` on the validation metric (at or below it for a loss, at
+    or above it for an accuracy); both methods must sweep the same rates. The threshold is declared with the
+    claim, before the run."""
 
     id: str
     statement: str
@@ -94,6 +101,8 @@ class Claim:
     kind: str
     margin: float
     paired: bool = False
+    on: str = "final"
+    success: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class Method:
     options: Mapping[str, object]
     lrs: tuple[float, ...]
     steps: int
+    n_train: int | None = None  # train on the first n training examples only (a low-data set-up); None: all
+    sweep_seeds: tuple[int, ...] | None = None  # this method's sweep seeds, if not the study's
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,7 @@ class Study:
     plateau: float = 0.01
     plateau_window: float = 0.25
     n_eval: int | None = None  # use only the first n of val and of test (None: all of them)
+    curve_metrics: tuple[str, ...] = ()  # measured on the curve too, besides `metric` (such as exact_match)
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -146,7 +158,11 @@ class Study:
             for lr in m.lrs:
                 positive_number(lr, f"method {m.label!r} lrs")
             int_at_least(m.steps, f"method {m.label!r} steps", self.eval_every)
-        for seed in (*self.seeds, *self.sweep_seeds):
+            if m.n_train is not None:
+                positive_int(m.n_train, f"method {m.label!r} n_train")
+            if m.sweep_seeds is not None and not m.sweep_seeds:
+                raise ValueError(f"method {m.label!r}: sweep_seeds must list at least one seed, or be None")
+        for seed in (*self.seeds, *self.sweep_seeds, *(s for m in self.methods for s in m.sweep_seeds or ())):
             int_at_least(seed, "seeds and sweep_seeds", 0)
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be at least 2 distinct seeds (compare needs 2 values a side), "
@@ -157,7 +173,8 @@ class Study:
         positive_int(self.batch_size, "batch_size")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name, value in (("metric", self.metric), *(("finals", f) for f in self.finals)):
+        for name, value in (("metric", self.metric), *(("finals", f) for f in self.finals),
+                            *(("curve_metrics", f) for f in self.curve_metrics)):
             if value not in METRICS:
                 raise ValueError(f"{name} must name metrics of {list(METRICS)}, got {value!r}")
         if not 0 < self.plateau < 1 or not 0 < self.plateau_window < 1:
@@ -168,11 +185,27 @@ class Study:
         for c in self.claims:
             if c.a not in labels or c.b not in labels:
                 raise ValueError(f"claim {c.id!r}: a and b must be method labels {labels}, got {c.a!r}, {c.b!r}")
-            if c.metric not in self.finals:
+            if c.on not in ON:
+                raise ValueError(f"claim {c.id!r}: on must be one of {ON}, got {c.on!r}")
+            if c.on == "final" and c.metric not in self.finals:
                 raise ValueError(f"claim {c.id!r}: metric must be one of finals {self.finals}, got {c.metric!r}")
+            if c.on == "sweep_width":
+                if c.metric != self.metric or c.success is None or not math.isfinite(c.success):
+                    raise ValueError(f"claim {c.id!r}: a sweep_width claim needs metric={self.metric!r} (the "
+                                     f"swept metric) and a finite success threshold, got {c.metric!r}, {c.success!r}")
+                if self.sweep_seeds_of(c.a) != self.sweep_seeds_of(c.b) or len(self.sweep_seeds_of(c.a)) < 2:
+                    raise ValueError(f"claim {c.id!r}: a sweep_width claim needs {c.a!r} and {c.b!r} to sweep "
+                                     f"the same seeds, at least 2")
+                if self.method(c.a).lrs != self.method(c.b).lrs:
+                    raise ValueError(f"claim {c.id!r}: a sweep_width claim needs {c.a!r} and {c.b!r} to sweep "
+                                     f"the same learning rates, got {self.method(c.a).lrs} and {self.method(c.b).lrs}")
             if c.kind not in CLAIMS:
                 raise ValueError(f"claim {c.id!r}: kind must be one of {CLAIMS}, got {c.kind!r}")
             compare([0.0, 1.0], [0.0, 1.0], claim=c.kind, margin=c.margin)  # the margin's own checks
+
+    def sweep_seeds_of(self, label: str) -> tuple[int, ...]:
+        """The seeds a method's learning-rate sweep trains: its own, or else the study's."""
+        return self.method(label).sweep_seeds or self.sweep_seeds
 
     def method(self, label: str) -> Method:
         """The method with this label."""
@@ -220,6 +253,14 @@ def config(study: Study) -> dict:
 # Words that describe a study and change none of its numbers or verdicts: editing them (a citation
 # corrected, a sentence reworded) leaves the results fresh. Everything else is the experiment.
 WORDS = {"study": ("title", "notebook", "seeds_note", "eval_note", "notes"), "claim": ("statement", "source")}
+# Fields added after a study was run, left out of the experiment while they hold their default (which is
+# what every earlier run did), so adding a capability does not make the studies that do not use it stale.
+OPTIONAL = {"study": {"curve_metrics": []}, "claim": {"on": "final", "success": None},
+            "method": {"n_train": None, "sweep_seeds": None}}
+
+
+def _drop_defaults(d: dict, kind: str) -> dict:
+    return {k: v for k, v in d.items() if not (k in OPTIONAL[kind] and v == OPTIONAL[kind][k])}
 
 
 def experiment(config: dict) -> dict:
@@ -228,8 +269,10 @@ def experiment(config: dict) -> dict:
     >>> sorted(experiment(config(get("06_prompt"))))[:3]
     ['base', 'batch_size', 'claims']
     """
-    out = {k: v for k, v in config.items() if k not in WORDS["study"]}
-    out["claims"] = [{k: v for k, v in c.items() if k not in WORDS["claim"]} for c in config.get("claims", [])]
+    out = _drop_defaults({k: v for k, v in config.items() if k not in WORDS["study"]}, "study")
+    out["claims"] = [_drop_defaults({k: v for k, v in c.items() if k not in WORDS["claim"]}, "claim")
+                     for c in config.get("claims", [])]
+    out["methods"] = [_drop_defaults(m, "method") for m in config.get("methods", [])]
     return out
 
 
@@ -398,7 +441,7 @@ def work(study: Study) -> dict[str, dict[str, int]]:
     out = {}
     for m in study.methods:
         points = len(_eval_steps(m.steps, study.eval_every))
-        out[m.label] = {"sweep_steps": len(m.lrs) * len(study.sweep_seeds) * study.sweep_steps,
+        out[m.label] = {"sweep_steps": len(m.lrs) * len(study.sweep_seeds_of(m.label)) * study.sweep_steps,
                         "final_steps": len(study.seeds) * m.steps, "curve_evals": len(study.seeds) * points}
     return out
 
@@ -441,8 +484,10 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
     """Train one (method, lr, seed); returns (model, record). With `curve`, the compared metric is measured
     on val and test at step 0 and every `eval_every` steps, and the training loss of every step is kept."""
     steps = method.steps if curve else study.sweep_steps
-    score = METRICS[study.metric][0]
-    record: dict = {"seed": seed, "train_loss": [], "curve": {"step": [], **{s: {study.metric: []} for s in SPLITS}}}
+    measured = (study.metric, *study.curve_metrics)
+    record: dict = {"seed": seed, "train_loss": [],
+                    "curve": {"step": [], **{s: {f: [] for f in measured} for s in SPLITS}}}
+    train_set = splits["train"][:method.n_train] if method.n_train else splits["train"]
     torch.manual_seed(seed)
     model = methods.prepare(base, method.name, **method.options)
     at = set(_eval_steps(steps, study.eval_every))
@@ -450,7 +495,8 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
     def measure(step: int) -> None:
         record["curve"]["step"].append(step)
         for s in SPLITS:
-            record["curve"][s][study.metric].append(round(score(model, splits[s]), 6))
+            for f in measured:
+                record["curve"][s][f].append(round(METRICS[f][0](model, splits[s]), 6))
 
     def after_step(step: int, loss: float) -> None:
         record["train_loss"].append(round(loss, 6))
@@ -464,7 +510,7 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
     if curve:
         measure(0)
     try:
-        train(model, splits["train"], steps=steps, lr=lr, batch_size=study.batch_size, seed=seed,
+        train(model, train_set, steps=steps, lr=lr, batch_size=study.batch_size, seed=seed,
               progress=False, on_step=after_step)
     except _Stop:
         pass
@@ -499,7 +545,7 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
             grid = []
             for lr in m.lrs:
                 per_seed = []
-                for seed in study.sweep_seeds:
+                for seed in study.sweep_seeds_of(m.label):
                     bar.set_postfix_str(f"sweep {m.label} lr={lr:g} seed={seed}")
                     model, _ = _one_run(base, m, lr, seed, study, splits, curve=False, tick=bar.update)
                     per_seed.append(round(score(model, splits["val"]), 6))
@@ -508,7 +554,7 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
             best = (min if goal == "min" else max)(
                 grid, key=lambda g: g["mean"] if math.isfinite(g["mean"]) else worst)["lr"]
             sweep[m.label] = {"metric": study.metric, "split": "val", "steps": study.sweep_steps,
-                              "seeds": list(study.sweep_seeds), "grid": grid, "best_lr": best}
+                              "seeds": list(study.sweep_seeds_of(m.label)), "grid": grid, "best_lr": best}
         for m in study.methods:  # 2. the final runs, every seed at the chosen rate
             lr, records = sweep[m.label]["best_lr"], []
             for seed in study.seeds:
@@ -531,7 +577,7 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
         "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
         "eval_sizes": {s: len(v) for s, v in splits.items()},
         "budget_rule": budget_rule(study), "sweep": sweep, "runs": runs,
-        "claims": [weigh(c, runs) for c in study.claims],
+        "claims": [weigh(c, runs, sweep) for c in study.claims],
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     write_results(results, results_path(study, directory))
@@ -550,16 +596,40 @@ def budget_rule(study: Study) -> str:
             f"{1 - study.plateau_window:g} * s; null: no plateau within the budget")
 
 
-def weigh(claim: Claim, runs: dict) -> dict:
-    """A claim's verdict from the final runs' per-seed values (`evidence.compare`), with what it rests on."""
-    a = [r["final"][claim.metric] for r in runs[claim.a]["seeds"]]
-    b = [r["final"][claim.metric] for r in runs[claim.b]["seeds"]]
+def sweep_width(sweep: dict, label: str, success: float) -> list[int]:
+    """Per sweep seed: how many of `label`'s swept learning rates reached `success` on the validation
+    metric (at or below it for a loss, at or above for an accuracy); a diverged run (null) never does.
+
+    >>> grid = [{"lr": 0.1, "val": [1.0, 2.5]}, {"lr": 1.0, "val": [1.5, None]}]
+    >>> sweep_width({"m": {"metric": "answer_loss", "grid": grid}}, "m", 2.0)
+    [2, 0]
+    """
+    s = sweep[label]
+    better = (lambda v: v <= success) if METRICS[s["metric"]][1] == "min" else (lambda v: v >= success)
+    per_seed = zip(*(g["val"] for g in s["grid"]))
+    return [sum(1 for v in values if v is not None and math.isfinite(v) and better(v)) for values in per_seed]
+
+
+def weigh(claim: Claim, runs: dict, sweep: dict | None = None) -> dict:
+    """A claim's verdict from per-seed values (`evidence.compare`), with what it rests on: the final runs'
+    test metric, or (`on="sweep_width"`) the number of swept rates that reached `success`, per sweep seed."""
+    if claim.on == "sweep_width":
+        if sweep is None:
+            raise ValueError(f"claim {claim.id!r} weighs the sweep: pass sweep=")
+        a, b = (sweep_width(sweep, m, claim.success) for m in (claim.a, claim.b))
+    else:
+        a = [r["final"][claim.metric] for r in runs[claim.a]["seeds"]]
+        b = [r["final"][claim.metric] for r in runs[claim.b]["seeds"]]
     out = {**dataclasses.asdict(claim), "claim": claim.statement, "a_values": a, "b_values": b}
     try:
         ev = compare(a, b, claim=claim.kind, margin=claim.margin, paired=claim.paired)
-    except ValueError as e:  # a diverged run (NaN): say so rather than lose the study
+    except ValueError as e:  # a diverged run (NaN), or no spread at all: say so rather than lose the study
         return {**out, "verdict": "not computed", "reason": str(e), "estimate": None, "low": None, "high": None,
                 "n_seeds": min(len(a), len(b))}
+    if claim.on == "sweep_width":
+        return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
+                "n_seeds": ev.n, "df": ev.df, "text": str(ev),
+                "budget_note": f"counted on the sweep: {sweep[claim.a]['steps']} steps per rate"}
     unplateaued = [m for m in (claim.a, claim.b) if runs[m]["plateau_step"] is None]
     return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
             "n_seeds": ev.n, "df": ev.df, "text": str(ev),
