@@ -11,8 +11,8 @@ from IPython.display import Markdown
 from .. import evidence, studies
 from .report import table
 
-FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit": "points"}}
-LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match"}
+FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit": "points"}, "loss": {"unit": "nats"}}
+LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "loss": "loss (nats per byte)"}
 
 
 def claim_evidence(claim: dict) -> evidence.Evidence:
@@ -25,7 +25,9 @@ def claim_evidence(claim: dict) -> evidence.Evidence:
     '-1.00 nats [-1.23, -0.77], 3 seeds: holds'
     """
     e = evidence.compare(claim["a_values"], claim["b_values"], claim=claim["kind"], margin=claim["margin"],
-                         paired=claim.get("paired", False), **FORMATS.get(claim["metric"], {}))
+                         paired=claim.get("paired", False),
+                         **({"unit": "rates", "digits": 1} if claim.get("on") == "sweep_width"
+                            else FORMATS.get(claim["metric"], {})))
     if e.verdict != claim["verdict"]:
         raise ValueError(f"claim {claim.get('id')!r}: compare gives {e.verdict!r}, the results file says "
                          f"{claim['verdict']!r}; rerun the study")
@@ -39,7 +41,11 @@ def claim_table(results: dict) -> Markdown:
     rows = []
     for c in results["claims"]:
         e = claim_evidence(c)
-        note = " (no plateau within the budget)" if c.get("budget_note") else ""
+        if c.get("on", "final") == "sweep_width":
+            note = (f" (rates reaching {c['success']:g} within {results['sweep'][c['a']]['steps']} steps, of "
+                    f"{len(results['sweep'][c['a']]['grid'])}, per seed)")
+        else:
+            note = " (no plateau within the budget)" if c.get("budget_note") else ""
         rows.append((words[c["id"]].statement, words[c["id"]].source, f"{c['a']} − {c['b']}: {e.format()}{note}",
                      e.verdict))
     return table(rows, ["short answer", "source", "measured here", "verdict"])
@@ -66,9 +72,9 @@ def final_table(results: dict, labels: Sequence[str] | None = None) -> Markdown:
                                                                                   f"mean [95% CI]" for f in finals)])
 
 
-def plot_sweep(ax, results: dict, labels: Sequence[str] | None = None) -> None:
+def plot_sweep(ax, results: dict, labels: Sequence[str] | None = None, success: float | None = None) -> None:
     """The learning-rate sweep: validation metric against learning rate (log), one line per method,
-    each seed a dot, the chosen rate circled."""
+    each seed a dot, the chosen rate circled; `success`, a claim's threshold, as a dashed line."""
     sweep = results["sweep"]
     labels = list(sweep) if labels is None else list(labels)
     for i, m in enumerate(labels):
@@ -79,11 +85,30 @@ def plot_sweep(ax, results: dict, labels: Sequence[str] | None = None) -> None:
             ax.plot([g["lr"]] * len(g["val"]), g["val"], ".", color=colour, alpha=0.5)
         best = next(g for g in s["grid"] if g["lr"] == s["best_lr"])
         ax.plot([best["lr"]], [best["mean"]], "o", ms=10, mfc="none", color=colour)
+    if success is not None:
+        ax.axhline(success, color="gray", ls="--", lw=1, label=f"trains: at or below {success:g}")
     metric = sweep[labels[0]]["metric"]
     ax.set_xscale("log")
     ax.set(xlabel="learning rate (log)", ylabel=f"val {LABELS.get(metric, metric)}",
            title=f"sweep: {sweep[labels[0]]['steps']} steps, seeds {sweep[labels[0]]['seeds']}; circle = chosen")
     ax.legend(fontsize=7)
+
+
+def width_table(results: dict, success: float, labels: Sequence[str] | None = None) -> Markdown:
+    """Per method: which swept rates reached `success` on the validation metric, per seed, and how many."""
+    sweep = results["sweep"]
+    labels = list(sweep) if labels is None else list(labels)
+    rows = []
+    for m in labels:
+        s = sweep[m]
+        counts = studies.sweep_width(sweep, m, success)
+        better = (lambda v: v <= success) if studies.METRICS[s["metric"]][1] == "min" else (lambda v: v >= success)
+        marks = [" ".join("x" if v is not None and better(v) else "." for v in per_seed)
+                 for per_seed in zip(*(g["val"] for g in s["grid"]))]
+        rows.append((m, " / ".join(marks), " / ".join(map(str, counts)), f"{sum(counts) / len(counts):.1f}"))
+    lrs = " ".join(f"{g['lr']:g}" for g in sweep[labels[0]]["grid"])
+    return table(rows, ["method", f"rates that train, per seed (x: trains; lrs {lrs})", "count per seed",
+                        "mean count"])
 
 
 def plot_bands(ax, results: dict, labels: Sequence[str] | None = None, metric: str = "answer_loss",
