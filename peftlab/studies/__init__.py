@@ -230,10 +230,10 @@ def all_studies() -> dict[str, Study]:
 def get(study: Study | str) -> Study:
     """The study with this id (a `Study` is returned as it is).
 
-    >>> get("no_such_study")
+    >>> get("no_such_study")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown study 'no_such_study'; known studies: 06_prompt
+    ValueError: unknown study 'no_such_study'; known studies: ...06_prompt...
     """
     if isinstance(study, Study):
         return study
@@ -523,10 +523,10 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
     """Run a study in full (sweep, then every seed at the chosen rates), weigh its claims, and write
     `<directory>/<id>.json` atomically; returns the results. Long: see the study's docstring for its time.
 
-    >>> run("no_such_study")
+    >>> run("no_such_study")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown study 'no_such_study'; known studies: 06_prompt
+    ValueError: unknown study 'no_such_study'; known studies: ...06_prompt...
     """
     from tqdm import tqdm  # the plain bar: this runs from a terminal
 
