@@ -21,7 +21,7 @@ from torch import nn
 
 from .data import Example
 from .tokenizer import ByteTokenizer
-from .train import IGNORE, collate, lm_loss
+from .train import IGNORE, LOSS_ON, collate, lm_loss
 
 
 def check_examples(examples: Sequence, param: str = "examples") -> None:
@@ -57,6 +57,8 @@ def evaluate_loss(model: nn.Module, data: Sequence[Example | str], batch_size: i
     True
     """
     check_examples(data, "data")
+    if loss_on not in LOSS_ON:
+        raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     tok, total, count = ByteTokenizer(), 0.0, 0
     with evaluating(model):
         device = _device(model)

@@ -108,7 +108,8 @@ class LoRALinear(nn.Module):
             B = torch.zeros(self.out_features, cfg.r)  # B = 0: the output is unchanged at init
         self.lora_A[name] = nn.Parameter(A.detach().to(w.device, dtype).clone())
         self.lora_B[name] = nn.Parameter(B.detach().to(w.device, dtype).clone())
-        self.lora_dropout[name] = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.lora_dropout[name] = dropout.train(self.training)  # a new module takes the layer's mode
         self.config[name] = cfg
 
     def remove_adapter(self, name: str) -> None:
@@ -629,7 +630,7 @@ def _install(model: nn.Module, name: str, layers: dict[str, tuple]) -> None:
     for module_name, (cfg, A, B) in layers.items():
         layer = model.get_submodule(module_name)
         if not isinstance(layer, LoRALinear):
-            layer = LoRALinear(layer)
+            layer = LoRALinear(layer).train(layer.training)  # the model's mode: no dropout in an eval model
             parent, _, child = module_name.rpartition(".")
             setattr(model.get_submodule(parent), child, layer)
         layer.add_adapter(name, cfg, A, B)

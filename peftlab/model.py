@@ -23,6 +23,7 @@ Hugging Face conversion work unchanged. Hooks for the later methods are designed
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -286,6 +287,11 @@ def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperatu
     torch.Size([2, 7])
     """
     int_at_least(max_new_tokens, "max_new_tokens", 0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
+    vocab = model.config.vocab_size
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab):
+        raise ValueError(f"top_k must be None or an int in 1..{vocab} (the vocabulary), got {top_k!r}")
     if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds "
                          f"the model's context of max_seq_len={model.config.max_seq_len}")

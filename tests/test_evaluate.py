@@ -48,3 +48,11 @@ def test_bad_train_arguments_are_value_errors_before_anything_changes(tiny_model
     with pytest.raises(ValueError, match=rf"^{param} must be"):
         train(tiny_model, data.qa_task()["train"], progress=False, **kwargs)
     assert all(torch.equal(v, before[k]) for k, v in tiny_model.state_dict().items())
+
+
+def test_evaluate_loss_refuses_an_unknown_loss_on():
+    from peftlab import ModelConfig, Transformer, data
+    from peftlab.evaluate import evaluate_loss
+    with pytest.raises(ValueError, match=r"loss_on must be one of \('response', 'all'\), got 'bogus'"):
+        evaluate_loss(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), data.qa_task()["test"][:2],
+                      loss_on="bogus")

@@ -462,3 +462,18 @@ def test_modules_to_save_trains_those_modules_in_full_and_refuses_unknown_names(
     assert not any(isinstance(m, lora.LoRALinear) for m in untouched.modules())  # refused before any change
     with pytest.raises(ValueError, match="modules_to_save must be a tuple of module names"):
         lora.add(Transformer(cfg), r=4, modules_to_save="lm_head")
+
+
+def test_new_adapters_take_the_models_mode_so_dropout_is_off_in_eval():
+    """A LoRA with dropout added to (or loaded into) an eval-mode model must not drop anything."""
+    from peftlab import ModelConfig, Transformer
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)).eval()
+    lora.add(model, r=4, dropout=0.5)
+    lora.randomize_B(model)
+    ids = torch.randint(0, 256, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), model(ids))  # deterministic: dropout is off
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())  # and it follows the model afterwards

@@ -89,3 +89,14 @@ def test_runs_on_cuda_when_available():
         pytest.skip("no CUDA device on this machine")
     m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)).cuda()
     assert m(torch.zeros(1, 4, dtype=torch.long, device="cuda")).is_cuda
+
+
+@pytest.mark.parametrize("bad", [{"temperature": -1.0}, {"temperature": float("nan")}, {"temperature": "hot"},
+                                 {"top_k": 0}, {"top_k": 10_000}, {"top_k": 2.5}])
+def test_generate_refuses_bad_sampling_settings_naming_them(bad):
+    from peftlab.model import generate
+    m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        generate(m, torch.zeros(1, 3, dtype=torch.long), 2, **({"temperature": 1.0} if name == "top_k" else {}), **bad)
+    assert m.training  # refused before the model was switched to eval mode
