@@ -287,6 +287,13 @@ def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperatu
     torch.Size([2, 7])
     """
     int_at_least(max_new_tokens, "max_new_tokens", 0)
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[1] == 0 or ids.dtype != torch.long:
+        raise ValueError(f"ids must be a (batch, seq) tensor of token ids (torch.long, seq >= 1), got "
+                         f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}"
+                         f"{' ' + str(ids.dtype) if isinstance(ids, torch.Tensor) else ''}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= model.config.vocab_size):
+        raise ValueError(f"ids must lie in [0, {model.config.vocab_size}) (the vocabulary), got values from "
+                         f"{int(ids.min())} to {int(ids.max())}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
         raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
     vocab = model.config.vocab_size
@@ -297,24 +304,26 @@ def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperatu
                          f"the model's context of max_seq_len={model.config.max_seq_len}")
     was_training = model.training
     model.eval()
-    out, cache, done = ids, None, torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-    step_input = ids
-    for _ in range(max_new_tokens):
-        logits, cache = model(step_input, prefix_kv=cache, return_kv=True)
-        logits = logits[:, -1, :].float()
-        if temperature == 0.0:
-            next_id = logits.argmax(-1, keepdim=True)
-        else:
-            logits = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, top_k).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
-        out = torch.cat([out, next_id], dim=1)
-        step_input = next_id
-        if stop_ids:
-            done |= torch.isin(next_id.squeeze(1), torch.tensor(stop_ids, device=ids.device))
-            if done.all():
-                break
-    model.train(was_training)
+    try:
+        out, cache, done = ids, None, torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        step_input = ids
+        for _ in range(max_new_tokens):
+            logits, cache = model(step_input, prefix_kv=cache, return_kv=True)
+            logits = logits[:, -1, :].float()
+            if temperature == 0.0:
+                next_id = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, top_k).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
+            out = torch.cat([out, next_id], dim=1)
+            step_input = next_id
+            if stop_ids:
+                done |= torch.isin(next_id.squeeze(1), torch.tensor(stop_ids, device=ids.device))
+                if done.all():
+                    break
+    finally:  # a failure halfway leaves the model in the mode it had
+        model.train(was_training)
     return out

@@ -100,3 +100,28 @@ def test_generate_refuses_bad_sampling_settings_naming_them(bad):
     with pytest.raises(ValueError, match=f"{name} must be"):
         generate(m, torch.zeros(1, 3, dtype=torch.long), 2, **({"temperature": 1.0} if name == "top_k" else {}), **bad)
     assert m.training  # refused before the model was switched to eval mode
+
+
+@pytest.mark.parametrize("ids, what", [(torch.zeros(3, dtype=torch.long), "ids must be a"),
+                                       (torch.zeros(1, 0, dtype=torch.long), "ids must be a"),
+                                       (torch.zeros(1, 3), "ids must be a"),
+                                       (torch.full((1, 3), 300), r"ids must lie in \[0, 259\)"),
+                                       (torch.full((1, 3), -1), r"ids must lie in \[0, 259\)")])
+def test_generate_refuses_bad_ids_naming_them(ids, what):
+    from peftlab.model import generate
+    m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    with pytest.raises(ValueError, match=what):
+        generate(m, ids, 2)
+
+
+def test_a_failing_generate_leaves_the_models_mode_as_it_was():
+    from peftlab.model import generate
+    m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)).train()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    m.forward = broken
+    with pytest.raises(RuntimeError, match="boom"):
+        generate(m, torch.zeros(1, 3, dtype=torch.long), 2)
+    assert m.training
