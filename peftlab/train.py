@@ -162,6 +162,9 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def _as_batches(data, batch_size: int, loss_on: str, seed: int) -> Iterator[Batch]:
+    if isinstance(data, (str, bytes)):
+        raise ValueError("data must be a list of Examples or documents (or an iterator of (ids, labels) batches), "
+                         "got one string; wrap it in a list to train on it as one document")
     if isinstance(data, Sequence) and not isinstance(data, torch.Tensor):
         if len(data) == 0:
             raise ValueError("`data` is empty")
@@ -195,6 +198,7 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
     for value, param in ((steps, "steps"), (batch_size, "batch_size"), (grad_accum, "grad_accum")):
         positive_int(value, param)
     int_at_least(warmup_steps, "warmup_steps", 0)
+    int_at_least(seed, "seed", 0)
     if optimizer is None:
         positive_number(lr, "lr")
     if max_grad_norm is not None:
@@ -208,6 +212,8 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False)")
+    batches = _as_batches(data, batch_size, loss_on, seed)  # checks the data before any state changes
+    was_training = model.training
     if hasattr(model, "set_gradient_checkpointing"):
         model.set_gradient_checkpointing(gradient_checkpointing)
     torch.manual_seed(seed)
@@ -222,35 +228,44 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    batches = _as_batches(data, batch_size, loss_on, seed)
     history = History()
     model.train()
     start = time.perf_counter()
-    for _ in tqdm(range(steps), disable=not progress, desc="train", leave=False):
-        total = 0.0
-        for _ in range(grad_accum):
-            ids, labels = (t.to(device) for t in next(batches))
-            with autocast(precision, device):
-                loss = lm_loss(model(ids), labels) / grad_accum
-            (scaler.scale(loss) if scaler else loss).backward()
-            total += loss.item()
-            history.tokens += int((labels != IGNORE).sum())
-        if scaler:
-            scaler.unscale_(opt)
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        history.loss.append(total)
-        if on_step is not None:
-            paused = time.perf_counter()
-            on_step(history.steps, total)
-            start += time.perf_counter() - paused  # the callback's time is not training time
+    try:
+        for _ in tqdm(range(steps), disable=not progress, desc="train", leave=False):
+            total = 0.0
+            for _ in range(grad_accum):
+                try:
+                    ids, labels = (t.to(device) for t in next(batches))
+                except StopIteration:
+                    raise ValueError(f"data ran out after {history.steps} of {steps} steps: an iterator of batches "
+                                     f"must yield steps * grad_accum = {steps * grad_accum} of them") from None
+                with autocast(precision, device):
+                    loss = lm_loss(model(ids), labels) / grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+                total += loss.item()
+                history.tokens += int((labels != IGNORE).sum())
+            if scaler:
+                scaler.unscale_(opt)
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            history.loss.append(total)
+            if on_step is not None:
+                paused = time.perf_counter()
+                on_step(history.steps, total)
+                start += time.perf_counter() - paused  # the callback's time is not training time
+    except BaseException:  # a failure halfway leaves the mode, and checkpointing, as they were
+        model.train(was_training)
+        if hasattr(model, "set_gradient_checkpointing"):
+            model.set_gradient_checkpointing(False)
+        raise
     if device.type == "cuda":
         torch.cuda.synchronize()
     history.wall_time = time.perf_counter() - start

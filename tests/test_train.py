@@ -77,3 +77,28 @@ def test_exact_match_requires_the_whole_response(tiny_model):
     ex = [Example("abc", "zzz")]
     acc, preds = exact_match(tiny_model, ex, return_predictions=True)
     assert acc == float(preds[0].startswith("zzz")) and len(preds[0]) <= 4
+
+
+def test_train_refuses_a_string_and_an_exhausted_iterator_and_a_bad_seed(tiny_model):
+    with pytest.raises(ValueError, match="got one string; wrap it in a list"):
+        train(tiny_model, "ACGT" * 10, steps=1, progress=False)
+    with pytest.raises(ValueError, match="seed must be"):
+        train(tiny_model, ["abc", "def"], steps=1, seed=-1, progress=False)
+    one_batch = iter([(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))])
+    tiny_model.eval()
+    with pytest.raises(ValueError, match="data ran out after 1 of 3 steps"):
+        train(tiny_model, one_batch, steps=3, progress=False)
+    assert not tiny_model.training  # a failure halfway leaves the model's mode as it was
+
+
+def test_a_failure_inside_training_restores_mode_and_checkpointing(tiny_model):
+    tiny_model.eval()
+
+    def boom(step, loss):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train(tiny_model, ["abcdef", "ghijkl"], steps=2, batch_size=2, gradient_checkpointing=True, on_step=boom,
+              progress=False)
+    assert not tiny_model.training
+    assert not any(block.checkpoint for block in tiny_model.layers)  # switched on for the run, off again
