@@ -598,6 +598,9 @@ def _check_hyperparameters(r, alpha, dropout, rslora) -> None:
 def _check_new_name(model: nn.Module, name) -> None:
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if "." in name or hasattr(nn.ModuleDict(), name):  # it becomes a key of nn.ParameterDict / ModuleDict
+        raise ValueError(f"name must not contain '.' or be an attribute of nn.ModuleDict (such as 'keys', "
+                         f"'update', 'training'), got {name!r}")
     if name in adapter_names(model):
         raise ValueError(f"name={name!r} is already in use (adapters: {adapter_names(model)}); "
                          f"pick another name or lora.delete(model, {name!r}) first")
@@ -626,8 +629,18 @@ def _is_merged(model: nn.Module) -> bool:
 
 
 def _install(model: nn.Module, name: str, layers: dict[str, tuple]) -> None:
-    """Add adapter `name` to each layer (wrapping it if needed) from (config, A or None, B or None)."""
+    """Add adapter `name` to each layer (wrapping it if needed) from (config, A or None, B or None).
+    All or nothing: every A and B is made first (A ~ Kaiming-uniform, B = 0, layer by layer, as before), so a
+    failure (an allocation of a huge r) leaves the model as it was."""
+    made = {}
     for module_name, (cfg, A, B) in layers.items():
+        if A is None:
+            d_in, d_out = _in_out(model.get_submodule(module_name))
+            A = torch.empty(cfg.r, d_in)
+            nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+            B = torch.zeros(d_out, cfg.r)  # B = 0: the output is unchanged at init
+        made[module_name] = (cfg, A, B)
+    for module_name, (cfg, A, B) in made.items():
         layer = model.get_submodule(module_name)
         if not isinstance(layer, LoRALinear):
             layer = LoRALinear(layer).train(layer.training)  # the model's mode: no dropout in an eval model

@@ -477,3 +477,33 @@ def test_new_adapters_take_the_models_mode_so_dropout_is_off_in_eval():
     assert not any(m.training for m in model.modules())
     model.train()
     assert all(m.training for m in model.modules())  # and it follows the model afterwards
+
+
+@pytest.mark.parametrize("name", ["a.b", "keys", "update", "training"])
+def test_add_refuses_names_that_cannot_be_keys_before_any_change(name):
+    from peftlab import ModelConfig, Transformer
+    model = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
+    with pytest.raises(ValueError, match="name must not contain '.' or be an attribute of nn.ModuleDict"):
+        lora.add(model, r=2, name=name)
+    assert not any(isinstance(m, lora.LoRALinear) for m in model.modules())
+
+
+def test_a_failed_allocation_leaves_the_model_as_it_was(monkeypatch):
+    from peftlab import ModelConfig, Transformer
+    model = lora.add(Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64)), r=2, name="first")
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    calls = {"n": 0}
+    real = torch.zeros
+
+    def fail_on_third(*args, **kwargs):  # the third B of four: two layers' tensors are already made
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "zeros", fail_on_third)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        lora.add(model, r=4, name="second")
+    monkeypatch.undo()
+    assert lora.adapter_names(model) == ["first"]
+    assert set(model.state_dict()) == set(before)
