@@ -333,6 +333,8 @@ def combine(model: nn.Module, weights: dict[str, float], name: str, method: str 
                          f"{names}, got {weights!r}")
     if any(isinstance(w, bool) or not isinstance(w, (int, float)) for w in weights.values()):
         raise TypeError(f"weights must map adapter names to numbers, got {weights!r}")
+    if not all(math.isfinite(w) for w in weights.values()):
+        raise ValueError(f"weights must be finite numbers (no NaN or infinity), got {weights!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "svd":

@@ -507,3 +507,13 @@ def test_a_failed_allocation_leaves_the_model_as_it_was(monkeypatch):
     monkeypatch.undo()
     assert lora.adapter_names(model) == ["first"]
     assert set(model.state_dict()) == set(before)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_combine_refuses_non_finite_weights_before_any_change(bad):
+    from peftlab import ModelConfig, Transformer
+    model = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    lora.add(lora.add(model, r=2, name="a"), r=2, name="b")
+    with pytest.raises(ValueError, match="weights must be finite numbers"):
+        lora.combine(model, {"a": 1.0, "b": bad}, "ab")
+    assert lora.adapter_names(model) == ["a", "b"]
