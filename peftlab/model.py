@@ -302,7 +302,7 @@ def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperatu
     if ids.shape[1] + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds "
                          f"the model's context of max_seq_len={model.config.max_seq_len}")
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # a wrapper and its base can differ: restore each
     model.eval()
     try:
         out, cache, done = ids, None, torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
@@ -324,6 +324,7 @@ def generate(model: nn.Module, ids: torch.Tensor, max_new_tokens: int, temperatu
                 done |= torch.isin(next_id.squeeze(1), torch.tensor(stop_ids, device=ids.device))
                 if done.all():
                     break
-    finally:  # a failure halfway leaves the model in the mode it had
-        model.train(was_training)
+    finally:  # also after a failure halfway: every module back in the mode it had
+        for m, training in modes:
+            m.training = training
     return out

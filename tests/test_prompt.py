@@ -139,3 +139,13 @@ def test_explorer_run_returns_numbers_for_each_method(tiny_model):
     assert all(p.requires_grad for p in tiny_model.parameters())  # runs on copies
     with pytest.raises(ValueError, match="method and option"):
         ex.run("prompt", 3, "lstm")
+
+
+def test_generate_through_a_wrapper_leaves_every_module_in_its_mode():
+    import copy
+    from peftlab import ModelConfig, Transformer, prompt
+    base = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)).eval()
+    wrapped = prompt.add(copy.deepcopy(base), n_tokens=2)
+    before = [(n, m.training) for n, m in wrapped.named_modules()]
+    wrapped.generate(torch.zeros(1, 3, dtype=torch.long), 2)
+    assert [(n, m.training) for n, m in wrapped.named_modules()] == before
