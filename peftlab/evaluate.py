@@ -86,6 +86,9 @@ def complete(model: nn.Module, prompts: Sequence[str], max_new_tokens: int, batc
     [' Ostrel']
     """
     check_examples(prompts, "prompts")
+    empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p]
+    if empty:
+        raise ValueError(f"prompts must be non-empty strings (generation continues a text); prompts {empty} are not")
     tok = ByteTokenizer()
     encoded = [tok.encode(p) for p in prompts]
     out: list[str] = [""] * len(prompts)

@@ -56,3 +56,10 @@ def test_evaluate_loss_refuses_an_unknown_loss_on():
     with pytest.raises(ValueError, match=r"loss_on must be one of \('response', 'all'\), got 'bogus'"):
         evaluate_loss(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), data.qa_task()["test"][:2],
                       loss_on="bogus")
+
+
+def test_complete_names_an_empty_prompt():
+    from peftlab import ModelConfig, Transformer
+    from peftlab.evaluate import complete
+    with pytest.raises(ValueError, match=r"prompts must be non-empty strings.*prompts \[1\]"):
+        complete(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), ["ok", ""], 3)
