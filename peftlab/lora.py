@@ -497,11 +497,25 @@ def _parse_peftlab(config: dict, tensors: dict) -> dict[str, tuple]:
 def _parse_peft(model: nn.Module, config: dict, tensors: dict) -> dict[str, tuple]:
     if config.get("peft_type") != "LORA" or config.get("bias", "none") != "none" or config.get("modules_to_save"):
         raise ValueError("only PEFT LoRA adapters with bias='none' and no modules_to_save are supported")
+    unsupported = [k for k in ("use_dora", "layer_replication") if config.get(k)]
+    if unsupported:
+        raise ValueError(f"this PEFT adapter uses {unsupported}, which peftlab does not implement; loading it "
+                         f"would give other outputs than PEFT's")
     suffix = ".lora_A.weight"
     hf_names = [k[len(PEFT_PREFIX):-len(suffix)] for k in tensors if k.startswith(PEFT_PREFIX) and k.endswith(suffix)]
     expected = {f"{PEFT_PREFIX}{h}.lora_{x}.weight" for h in hf_names for x in "AB"}
     if expected != set(tensors):
         raise ValueError(f"unexpected or missing tensors: {sorted(expected ^ set(tensors))[:4]}")
+    targets = config.get("target_modules")
+    if isinstance(targets, str) and targets != "all-linear":  # PEFT's rule for a string: a full-name regex
+        outside = [h for h in hf_names if not re.fullmatch(targets, h)]
+    elif isinstance(targets, (list, tuple)):
+        outside = [h for h in hf_names if h.rsplit(".", 1)[-1] not in targets and h not in targets]
+    else:
+        outside = []
+    if outside:
+        raise ValueError(f"the adapter's tensors include layers its target_modules ({targets!r}) do not name: "
+                         f"{outside[:4]}; the config and the weights disagree")
     layers = {}
     for h in hf_names:
         cfg = LoRAConfig(_pattern(config.get("rank_pattern"), h, config["r"]),
@@ -515,6 +529,11 @@ def _parse_peft(model: nn.Module, config: dict, tensors: dict) -> dict[str, tupl
 
 def _pattern(patterns: dict | None, name: str, default):
     # PEFT's rule (peft.utils.other.get_pattern_key): the first key matching the end of the name
+    for k in patterns or {}:
+        try:
+            re.compile(k)
+        except re.error as e:
+            raise ValueError(f"rank_pattern / alpha_pattern key {k!r} is not a valid regular expression: {e}") from None
     return next((v for k, v in (patterns or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
 
 

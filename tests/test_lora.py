@@ -517,3 +517,19 @@ def test_combine_refuses_non_finite_weights_before_any_change(bad):
     with pytest.raises(ValueError, match="weights must be finite numbers"):
         lora.combine(model, {"a": 1.0, "b": bad}, "ab")
     assert lora.adapter_names(model) == ["a", "b"]
+
+
+def _peft_tensors(names):
+    return {f"{lora.PEFT_PREFIX}{n}.lora_{x}.weight": torch.zeros(2, 2) for n in names for x in "AB"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"use_dora": True}, r"uses \['use_dora'\]"),
+    ({"layer_replication": [[0, 2]]}, r"uses \['layer_replication'\]"),
+    ({"target_modules": ["k_proj"]}, "target_modules .* do not name"),
+    ({"rank_pattern": {"q_proj(": 4}}, "not a valid regular expression"),
+])
+def test_a_peft_config_peftlab_cannot_honour_is_refused(change, message):
+    config = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], **change}
+    with pytest.raises(ValueError, match=message):
+        lora._parse_peft(None, config, _peft_tensors(["model.layers.0.self_attn.q_proj"]))
