@@ -61,7 +61,9 @@ from ..evidence import CLAIMS, compare, t_quantile
 from ..train import train
 
 RESULTS_DIR = Path(__file__).parent / "results"
-STUDY_MODULES = ("peft_methods", "prompt_tuning", "lora_rank", "full_vs_lora")  # peftlab/studies/<module>.py, each defining STUDY; imported on demand
+# peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
+# (prefix_tuning and ptuning_encoders are declared, not run yet)
+STUDY_MODULES = ("peft_methods", "prompt_tuning", "lora_rank", "full_vs_lora")
 TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
 SPLITS = ("val", "test")
 CHECK_TOLERANCE = 0.005  # nats: a replica on the same device agrees to ~1e-6; a changed run differs by far more
