@@ -116,7 +116,7 @@ def test_rank_sweep_widget_in_jupyterlab(tmp_path):
 
                 widget = page.locator(".widget-vbox", has=page.locator(".widget-select-multiple")).last
                 ranks = widget.locator(".widget-select-multiple select")
-                expect(ranks).to_be_visible(timeout=2 * MINUTE)
+                expect(ranks).to_be_visible(timeout=4 * MINUTE)  # Run All trains three live runs first
                 status = widget.locator(".widget-html").first  # the line under the controls
                 expect(status).to_contain_text("press Run", timeout=MINUTE)
                 # every cell above the widget has finished before its display cell ran

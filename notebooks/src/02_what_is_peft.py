@@ -40,8 +40,8 @@ from peftlab import count_parameters, data, load_base, memory_report, methods, p
 from peftlab.evaluate import evaluate_loss
 from peftlab.explore.plots import CATEGORIES, stacked_bars
 from peftlab.explore.report import mib, table
-from peftlab.explore.studies import (at_step_table, claim_table, final_table, plot_bands, plot_sweep,
-                                     steps_view)
+from peftlab.explore.studies import (at_step_table, claim_table, final_table, plot_bands, plot_live,
+                                     plot_sweep, steps_view)
 from peftlab.measure import interleaved_samples, paired_ratio, train_step_fn
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.train import collate, train
@@ -161,13 +161,8 @@ train(tuned, qa["train"], steps=LIVE_STEPS, lr=lr, batch_size=study.batch_size, 
 live = evaluate_loss(tuned, qa["test"], loss_on="response")
 
 # %% tags=["nbval-ignore-output"]
-b = studies.band(results, LIVE, interval="run")
 fig, ax = plt.subplots(figsize=(6, 3.2))
-ax.plot(b.step, b.mean, color="C1", label=f"study, {b.n} seeds")
-ax.fill_between(b.step, b.low, b.high, color="C1", alpha=0.25, label="where one run should land (95%)")
-ax.plot([LIVE_STEPS], [live], "r*", ms=12, label=f"live run, seed {SEED}")
-ax.set(xlabel="step", ylabel="test answer loss", title=f"{LIVE}, lr {lr:g}")
-ax.legend(fontsize=8)
+b = plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C1")
 plt.show()
 print(f"live run: test answer loss {live:.3f} after {LIVE_STEPS} steps")
 

@@ -44,7 +44,7 @@ import torch
 
 from peftlab import count_parameters, data, load_base, methods, prompt, studies
 from peftlab.evaluate import complete, evaluate_loss
-from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_sweep
+from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
 from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.train import train
@@ -159,13 +159,8 @@ train(tuned, qa["train"], steps=LIVE_STEPS, lr=lr, batch_size=study.batch_size, 
 live = evaluate_loss(tuned, qa["test"], loss_on="response")
 
 # %% tags=["nbval-ignore-output"]
-b = studies.band(results, LIVE, interval="run")
 fig, ax = plt.subplots(figsize=(6, 3.2))
-ax.plot(b.step, b.mean, color="C0", label=f"study, {b.n} seeds")
-ax.fill_between(b.step, b.low, b.high, color="C0", alpha=0.25, label="where one run should land (95%)")
-ax.plot([LIVE_STEPS], [live], "r*", ms=12, label=f"live run, seed {SEED}")
-ax.set(xlabel="step", ylabel="test answer loss", title=f"{LIVE}, lr {lr:g}")
-ax.legend(fontsize=8)
+b = plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C0")
 plt.show()
 print(f"live run: test answer loss {live:.3f} after {LIVE_STEPS} steps")
 

@@ -46,7 +46,7 @@ from peftlab import forgetting
 from peftlab.evidence import compare
 from peftlab.explore.forgetting import TradeoffExplorer
 from peftlab.explore.report import table
-from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_sweep
+from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
 from peftlab.forgetting import Method
 from peftlab.studies import answer_loss
 from peftlab.train import train
@@ -149,13 +149,8 @@ train(tuned, dna["train"], steps=LIVE_STEPS, lr=lr, batch_size=study.batch_size,
 live = evaluate_loss(tuned, dna["test"])
 
 # %% tags=["nbval-ignore-output"]
-b = studies.band(results, LIVE, metric="loss", interval="run")
 fig, ax = plt.subplots(figsize=(6, 3.2))
-ax.plot(b.step, b.mean, color="C1", label=f"study, {b.n} seeds")
-ax.fill_between(b.step, b.low, b.high, color="C1", alpha=0.25, label="where one run should land (95%)")
-ax.plot([LIVE_STEPS], [live], "r*", ms=12, label=f"live run, seed {SEED}")
-ax.set(xlabel="step", ylabel="DNA test loss", title=f"{LIVE}, lr {lr:g}")
-ax.legend(fontsize=8)
+b = plot_live(ax, results, LIVE, LIVE_STEPS, live, metric="loss", seed=SEED, colour="C1")
 plt.show()
 print(f"live run: DNA test loss {live:.3f} after {LIVE_STEPS} steps")
 

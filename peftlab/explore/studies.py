@@ -165,3 +165,17 @@ def steps_view(results: dict, step: int, metric: str = "exact_match", split: str
     ax2.set(ylabel=f"{split} {LABELS.get(metric, metric)}", title=f"at step {step}")
     fig.tight_layout()
     return fig
+
+
+def plot_live(ax, results: dict, method: str, step: int, value: float, *, metric: str = "answer_loss",
+              seed: int = 0, colour: str = "C0") -> studies.Band:
+    """A notebook's live run on its study: the band where one more seed's run should land (`band(...,
+    interval="run")`, 95%) and the live run's `value` at `step`. Returns the band, for the check below it."""
+    b = studies.band(results, method, metric, interval="run")
+    ax.plot(b.step, b.mean, color=colour, label=f"study, {b.n} seeds")
+    ax.fill_between(b.step, b.low, b.high, color=colour, alpha=0.25, label="where one run should land (95%)")
+    ax.plot([step], [value], "r*", ms=12, label=f"live run, seed {seed}")
+    ax.set(xlabel="step", ylabel=f"test {LABELS.get(metric, metric)}",
+           title=f"{method}, lr {results['runs'][method]['lr']:g}")
+    ax.legend(fontsize=8)
+    return b

@@ -66,6 +66,8 @@ RESULTS_DIR = Path(__file__).parent / "results"
 STUDY_MODULES = ("peft_methods", "prompt_tuning", "lora_rank", "full_vs_lora")
 TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
 SPLITS = ("val", "test")
+QA_EVAL_NOTE = ("val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
+                "people x 4 facts), all the task has, for the curves and the claims")  # the Q/A studies' eval_note
 CHECK_TOLERANCE = 0.005  # nats: a replica on the same device agrees to ~1e-6; a changed run differs by far more
 
 

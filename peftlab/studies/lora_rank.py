@@ -32,7 +32,7 @@ Run time: about 24 minutes on 2 idle cores (a LoRA step at batch 16 takes about 
 
 from __future__ import annotations
 
-from . import Claim, Method, Study
+from . import QA_EVAL_NOTE, Claim, Method, Study
 
 STEPS = 300
 LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -79,8 +79,7 @@ STUDY = Study(
     sweep_seeds=(0,),
     sweep_steps=100,
     eval_every=50,
-    eval_note="val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
-              "people x 4 facts), all the task has, for the curves and the claims",
+    eval_note=QA_EVAL_NOTE,
     batch_size=16,
     task="qa_task",
     base="tiny",

@@ -29,7 +29,7 @@ Run time: one step at batch 16 takes 142 ms (full), 100 ms (LoRA), 134 ms (adapt
 
 from __future__ import annotations
 
-from . import Claim, Method, Study
+from . import QA_EVAL_NOTE, Claim, Method, Study
 
 STEPS = 300
 HU = ("Hu et al. 2021 (arXiv 2106.09685), Table 4: on GPT-3 175B, LoRA 73.4 vs full fine-tuning 73.8 on "
@@ -75,8 +75,7 @@ STUDY = Study(
     sweep_seeds=(0,),
     sweep_steps=100,
     eval_every=50,
-    eval_note="val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
-              "people x 4 facts), all the task has, for the curves and the claims",
+    eval_note=QA_EVAL_NOTE,
     curve_metrics=("exact_match",),
     batch_size=16,
     task="qa_task",

@@ -34,7 +34,7 @@ Run time: one step at batch 16 takes 97 / 125 / 174 ms (prompt tuning, 5 / 20 / 
 
 from __future__ import annotations
 
-from . import Claim, Method, Study
+from . import QA_EVAL_NOTE, Claim, Method, Study
 
 LABEL_TEXT = " Varn baker cat red"  # one answer word per attribute (city, job, pet, color): 19 bytes
 PROMPT_LRS = (0.03, 0.1, 0.3)
@@ -81,8 +81,7 @@ STUDY = Study(
     sweep_seeds=(0, 1),
     sweep_steps=100,
     eval_every=50,
-    eval_note="val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
-              "people x 4 facts), all the task has, for the curves and the claims",
+    eval_note=QA_EVAL_NOTE,
     batch_size=16,
     task="qa_task",
     base="tiny",
