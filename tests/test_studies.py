@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from peftlab import data, studies
-from peftlab.checkpoint import save_checkpoint
+from peftlab.checkpoint import load_base, save_checkpoint
 from peftlab.evidence import compare, t_quantile
 from peftlab.model import ModelConfig, Transformer
 from peftlab.studies import Claim, Method, Study
@@ -205,6 +205,18 @@ def test_live_point_inside_the_band_or_not():
     with pytest.raises(ValueError, match=r"step must be one of the study's evaluation steps \[0, 10\]"):
         studies.live_point_inside(results, "lora", 5, 1.0)
 
+
+def test_live_run_reproduces_the_stored_run_and_refuses_other_steps(stored, checkpoints, monkeypatch):
+    _, results = stored
+    monkeypatch.setattr(studies, "all_studies", lambda: {"toy": toy_study()})
+    base = load_base("toy", directory=checkpoints)
+    model, value = studies.live_run(results, "prompt", 2, base, seed=0)
+    assert value == pytest.approx(results["runs"]["prompt"]["seeds"][0]["curve"]["test"]["answer_loss"][1], abs=1e-5)
+    assert model.method == "prompt" and not hasattr(base, "method")  # trained a copy; the base is untouched
+    with pytest.raises(ValueError, match=r"steps must be one of the study's evaluation steps \[0, 2, 4\], got 3"):
+        studies.live_run(results, "prompt", 3, base)
+    with pytest.raises(ValueError, match="method"):
+        studies.live_run(results, "no_such_method", 2, base)
 
 def test_plateau_rule():
     assert studies.plateau_step([0, 10, 20, 30, 40], [2.0, 1.0, 0.8, 0.795, 0.794]) == 30

@@ -722,6 +722,27 @@ def live_point_inside(results: dict, method: str, step: int, value: float, metri
                     f"seeds)")
 
 
+
+def live_run(results: dict, method: str, steps: int, base: nn.Module, *, seed: int = 0) -> tuple[nn.Module, float]:
+    """One point of a study, trained here by the study's own code: `method` at the learning rate the study
+    chose, `seed`, for its first `steps` steps (one of the study's evaluation steps), on a copy of `base`.
+    Returns (the trained model, the compared metric on the test split at `steps`), to hold against
+    `live_point_inside`. On the machine that ran the study it reproduces the stored run of that seed.
+
+    >>> live_run({"id": "06_prompt", "runs": {}}, "prompt20", 7, None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: steps must be one of the study's evaluation steps [0, 50, 100, ...], got 7
+    """
+    study = get(results["id"])
+    m = study.method(method)
+    at = _eval_steps(m.steps, study.eval_every)
+    if steps not in at:
+        raise ValueError(f"steps must be one of the study's evaluation steps {at}, got {steps!r}")
+    model, record = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, _splits(study), curve=True,
+                             stop_after=steps)
+    return model, record["curve"]["test"][study.metric][-1]
+
 # --- the cheap replica ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
