@@ -33,10 +33,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from .checks import number_in, positive_int, positive_number
+from .files import check_together, write_together
 from .hf import hf_name
 from .model import Transformer
 
@@ -392,7 +394,9 @@ def _from_hf(model: nn.Module, name: str) -> str:
 
 
 def save(model: nn.Module, path: str | Path, name: str = "default", format: str = "peftlab") -> Path:
-    """Write adapter `name` to directory `path`: safetensors weights and a JSON config.
+    """Write adapter `name` to directory `path`: safetensors weights and a JSON config, as one save
+    (`files.write_together`: a manifest of both files' SHA-256, checked by `load`). A folder that holds
+    an adapter of the other format is refused, so that `load` never has to guess.
 
     format="peft" writes Hugging Face PEFT's own files (`adapter_config.json`,
     `adapter_model.safetensors`), loadable with `peft.PeftModel.from_pretrained`; for a peftlab
@@ -402,11 +406,16 @@ def save(model: nn.Module, path: str | Path, name: str = "default", format: str 
     >>> from torch import nn
     >>> model = add(nn.Sequential(nn.Linear(4, 4)), targets="0")
     >>> sorted(p.name for p in save(model, tempfile.mkdtemp()).iterdir())
-    ['lora.safetensors', 'lora_config.json']
+    ['lora.safetensors', 'lora_config.json', 'peftlab_manifest.json']
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     _check_known_name(model, name)
+    path = Path(path)
+    other = next(f for f in FORMATS if f != format)
+    if (path / FILES[other][0]).is_file():
+        raise ValueError(f"{path} already holds a {other}-format adapter ({FILES[other][0]}); save the "
+                         f"{format} format into another folder, or delete those files first")
     layers = {n: m for n, m in _wrappers(model).items() if name in m.config}
     if format == "peftlab":
         tensors = {f"{n}.lora_{x}": getattr(m, f"lora_{x}")[name] for n, m in layers.items() for x in "AB"}
@@ -415,12 +424,9 @@ def save(model: nn.Module, path: str | Path, name: str = "default", format: str 
         tensors = {f"{PEFT_PREFIX}{_to_hf(model, n)}.lora_{x}.weight": getattr(m, f"lora_{x}")[name]
                    for n, m in layers.items() for x in "AB"}
         config = _peft_config(model, layers, name)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     config_file, weights_file = FILES[format]
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path / weights_file)
-    (path / config_file).write_text(json.dumps(config, indent=2))
-    return path
+    return write_together(path, {weights_file: tensors_to_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}),
+                                 config_file: json.dumps(config, indent=2).encode()})
 
 
 def _peft_config(model: nn.Module, layers: dict[str, LoRALinear], name: str) -> dict:
@@ -443,7 +449,8 @@ def _peft_config(model: nn.Module, layers: dict[str, LoRALinear], name: str) -> 
 def load(model: nn.Module, path: str | Path, name: str = "default") -> nn.Module:
     """Add adapter `name` from a directory written by `save` (either format), and make it active.
 
-    Everything is checked before the model changes: files, their contents, layer names, shapes.
+    Everything is checked before the model changes: files, that they were saved together
+    (`files.check_together`), their contents, layer names, shapes.
 
     >>> import tempfile
     >>> from torch import nn
@@ -453,11 +460,16 @@ def load(model: nn.Module, path: str | Path, name: str = "default") -> nn.Module
     """
     _check_new_name(model, name)
     path = Path(path)
-    fmt = next((f for f, (config_file, _) in FILES.items() if (path / config_file).is_file()), None)
+    found = [f for f, (config_file, _) in FILES.items() if (path / config_file).is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{path} holds adapters in both formats ({', '.join(FILES[f][0] for f in found)}); "
+                         f"keep one of them")
+    fmt = found[0] if found else None
     if fmt is None or not (path / FILES[fmt][1]).is_file():
         raise FileNotFoundError(f"{path} holds no LoRA adapter: expected {' + '.join(FILES['peftlab'])} "
                                 f"(peftlab) or {' + '.join(FILES['peft'])} (peft)")
     config_file, weights_file = FILES[fmt]
+    check_together(path, (config_file, weights_file))
     try:
         config = json.loads((path / config_file).read_text())
         tensors = load_file(path / weights_file)

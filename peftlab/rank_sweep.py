@@ -103,10 +103,11 @@ def _resolve_targets(targets) -> str | tuple[str, ...]:
 
 
 def adapter_bytes(model: nn.Module, name: str = "default") -> int:
-    """Bytes of the files `lora.save` writes for adapter `name` (weights + config)."""
+    """Bytes of the files `lora.save` writes for adapter `name` (weights + config; not the manifest of
+    their hashes, a few hundred bytes of bookkeeping)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = lora.save(model, tmp, name=name)
-        return sum(f.stat().st_size for f in Path(path).iterdir())
+        return sum((Path(path) / f).stat().st_size for f in lora.FILES["peftlab"])
 
 
 def closed_form_parameters(model: nn.Module, name: str = "default") -> int:

@@ -23,10 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from .checks import positive_int
+from .files import check_together, write_together
 from .model import KV, Transformer, generate
 
 class VirtualTokenModel(nn.Module):
@@ -131,15 +133,16 @@ def files(method: str) -> tuple[str, str]:
 
 
 def save(model: VirtualTokenModel, path: str | Path) -> Path:
-    """Write the virtual tokens' weights (safetensors) and settings (JSON) to directory `path`;
-    the base model is not saved. Works for prompt tuning, P-tuning and prefix tuning.
+    """Write the virtual tokens' weights (safetensors) and settings (JSON) to directory `path` as one
+    save (`files.write_together`, checked by `load`); the base model is not saved. Works for prompt
+    tuning, P-tuning and prefix tuning.
 
     >>> import tempfile
     >>> from peftlab import prompt
     >>> from peftlab.model import ModelConfig, Transformer
     >>> model = prompt.add(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), 4)
     >>> sorted(p.name for p in save(model, tempfile.mkdtemp()).iterdir())
-    ['prompt.safetensors', 'prompt_config.json']
+    ['peftlab_manifest.json', 'prompt.safetensors', 'prompt_config.json']
     """
     if not isinstance(model, VirtualTokenModel):
         raise TypeError(f"model must be a wrapper returned by prompt/ptuning/prefix.add, got {type(model).__name__}")
@@ -148,12 +151,8 @@ def save(model: VirtualTokenModel, path: str | Path) -> Path:
     cfg = model.config
     config = {"format": f"peftlab-{model.method}", "settings": model.settings,
               "base": {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads}}
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     config_file, weights_file = files(model.method)
-    save_file(tensors, path / weights_file)
-    (path / config_file).write_text(json.dumps(config, indent=2))
-    return path
+    return write_together(path, {weights_file: tensors_to_bytes(tensors), config_file: json.dumps(config, indent=2).encode()})
 
 
 def load_method(model: Transformer, path: str | Path, method: str,
@@ -166,6 +165,7 @@ def load_method(model: Transformer, path: str | Path, method: str,
         found = sorted(p.name for p in path.glob("*_config.json")) if path.is_dir() else []
         raise FileNotFoundError(f"{path} holds no {method} weights: expected {config_file} + {weights_file}"
                                 + (f"; found {found} (load it with the matching module)" if found else ""))
+    check_together(path, (config_file, weights_file))
     try:
         config = json.loads((path / config_file).read_text())
         tensors = load_file(path / weights_file)

@@ -1,6 +1,8 @@
 import copy
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,7 +224,7 @@ def test_save_load_round_trip_peftlab_format(model, tmp_path):
     path = lora.save(model, tmp_path / "adapter", name="task")
     files = {p.name: p.stat().st_size for p in path.iterdir()}
     # 4 layers * (A + B) * 4 * 32 floats * 4 bytes = 4 KiB, plus a header under 1 KiB
-    assert set(files) == {"lora.safetensors", "lora_config.json"}
+    assert set(files) == {"lora.safetensors", "lora_config.json", "peftlab_manifest.json"}
     assert count_parameters(model).trainable * 4 == 4096
     assert 4096 < files["lora.safetensors"] < 5120 and files["lora_config.json"] < 2000
     lora.load(base, path, name="task")
@@ -412,14 +414,19 @@ def drop_weights(path):
     (path / "lora.safetensors").unlink()
 
 
+@pytest.mark.parametrize("manifest", [True, False], ids=["with manifest", "without (as PEFT writes)"])
 @pytest.mark.parametrize("damage, error, message", [
     (corrupt_weights, ValueError, "corrupt"),
     (corrupt_config, ValueError, "corrupt"),
     (drop_weights, FileNotFoundError, "holds no LoRA adapter"),
 ])
-def test_load_of_damaged_files_leaves_model_unchanged(model, tmp_path, damage, error, message):
+def test_load_of_damaged_files_leaves_model_unchanged(model, tmp_path, damage, error, message, manifest):
     target = copy.deepcopy(model)
     lora.save(lora.add(model, r=2), tmp_path)
+    if manifest:  # a damaged file no longer matches the manifest saved with it
+        message = message if error is FileNotFoundError else "is not the file saved with the rest"
+    else:
+        (tmp_path / "peftlab_manifest.json").unlink()
     damage(tmp_path)
     before = snapshot(target)
     with pytest.raises(error, match=message):
@@ -533,3 +540,56 @@ def test_a_peft_config_peftlab_cannot_honour_is_refused(change, message):
     config = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], **change}
     with pytest.raises(ValueError, match=message):
         lora._parse_peft(None, config, _peft_tensors(["model.layers.0.self_attn.q_proj"]))
+
+
+# --- a save is one save: weights and config together ---------------------------------------------
+
+def test_an_interrupted_save_is_refused_on_load_and_leaves_no_temporary_file(model, tmp_path, monkeypatch):
+    """The failure the manifest exists for: new weights renamed into place, the config not yet."""
+    first = lora.add(copy.deepcopy(model), r=2)
+    randomize_B(first)
+    lora.save(first, tmp_path)
+    second = lora.add(copy.deepcopy(model), r=2, alpha=8)  # another config, so the old one cannot pass
+    randomize_B(second)
+    renames = []
+    real_replace = os.replace
+
+    def replace_then_fail(src, dst):
+        renames.append(Path(dst).name)
+        if len(renames) == 3:  # the manifest and the weights are in place; the config's rename fails
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        lora.save(second, tmp_path)
+    monkeypatch.undo()
+    assert renames == ["peftlab_manifest.json", "lora.safetensors", "lora_config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.safetensors", "lora_config.json",
+                                                         "peftlab_manifest.json"]  # no temporary files
+    target = copy.deepcopy(model)
+    before = snapshot(target)
+    with pytest.raises(ValueError, match="lora_config.json is not the file saved with the rest"):
+        lora.load(target, tmp_path)
+    assert_same(before, snapshot(target))
+    lora.save(second, tmp_path)  # saving again repairs the folder
+    torch.testing.assert_close(lora.load(copy.deepcopy(model), tmp_path)(IDS), second(IDS), rtol=0, atol=0)
+
+
+def test_a_killed_save_leaves_temporary_files_that_the_next_save_removes(model, tmp_path):
+    lora.save(lora.add(model, r=2), tmp_path)
+    (tmp_path / ".lora.safetensors.123.peftlab-tmp").write_bytes(b"80 MB of a killed save")
+    lora.save(model, tmp_path)
+    assert not list(tmp_path.glob("*.peftlab-tmp")) and not list(tmp_path.glob(".*.peftlab-tmp"))
+
+
+def test_saving_one_format_over_the_other_is_refused(model, tmp_path):
+    plain = copy.deepcopy(model)
+    lora.save(lora.add(model, r=2), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="already holds a peftlab-format adapter"):
+        lora.save(model, tmp_path, format="peft")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
+    (tmp_path / "adapter_config.json").write_text("{}")  # both formats side by side, from elsewhere
+    with pytest.raises(ValueError, match="holds adapters in both formats"):
+        lora.load(plain, tmp_path)

@@ -99,6 +99,9 @@ def test_save_load_roundtrip_and_mismatches(tiny_model, tmp_path):
     # a weights file that does not fit its settings
     cfg = (path / "prompt_config.json").read_text().replace('"n_tokens": 4', '"n_tokens": 5')
     (path / "prompt_config.json").write_text(cfg)
+    with pytest.raises(ValueError, match="is not the file saved with the rest of this adapter"):
+        prompt.load(Transformer(tiny_model.config), path)  # the manifest written with the pair catches it
+    (path / "peftlab_manifest.json").unlink()  # a folder without one: the shapes still do
     with pytest.raises(ValueError, match="does not match"):
         prompt.load(Transformer(tiny_model.config), path)
 

@@ -170,7 +170,8 @@ print(f"LoRA r=8 on q,v, {STEPS} steps: loss {hist.loss[0]:.3f} -> {sum(hist.los
 
 out = Path(tempfile.mkdtemp())
 adapter_dir = lora.save(lora_model, out / "adapter")
-adapter_bytes = sum(p.stat().st_size for p in adapter_dir.iterdir())
+adapter_files = [adapter_dir / f for f in lora.FILES["peftlab"]]  # weights + config (+ a manifest of their hashes)
+adapter_bytes = sum(p.stat().st_size for p in adapter_files)
 save_file({k: v.cpu().contiguous() for k, v in base.state_dict().items()}, out / "full_fp32.safetensors")
 full_bytes = (out / "full_fp32.safetensors").stat().st_size
 shipped_fp16 = (CHECKPOINT_DIR / "tiny.safetensors").stat().st_size
@@ -179,12 +180,13 @@ display(table([("LoRA adapter (fp32 A, B + config)", f"{adapter_bytes:,}", f"{ad
                ("full model, fp16 (shipped)", f"{shipped_fp16:,}", mib(shipped_fp16),
                 f"{shipped_fp16 / adapter_bytes:,.1f}x")],
               ["file", "bytes", "size", "vs adapter"]))
-for p in sorted(adapter_dir.iterdir()):
+for p in sorted(adapter_files):
     print(f"  {p.name}: {p.stat().st_size:,} B")
 
 # %% [markdown]
 # The file ratio follows the parameter ratio (same dtype), less a little for the safetensors header and the
-# JSON config. For GPT-3 the paper's 350 GB → 35 MB matches the formula too: 175B × 2 bytes (fp16) ≈ 350 GB, and
+# JSON config. (`lora.save` also writes `peftlab_manifest.json`, the SHA-256 of the two files, which `lora.load`
+# checks so that a weights file is never read with a config from another save; it is left out of the sizes.) For GPT-3 the paper's 350 GB → 35 MB matches the formula too: 175B × 2 bytes (fp16) ≈ 350 GB, and
 # 18.9M × 2 bytes ≈ 38 MB:
 
 # %%
@@ -282,7 +284,7 @@ def lora_budget(r, targets):
     trainable = count_parameters(model).trainable
     with tempfile.TemporaryDirectory() as tmp:
         saved = lora.save(model, tmp)
-        file_bytes = sum(p.stat().st_size for p in saved.iterdir())
+        file_bytes = sum((saved / f).stat().st_size for f in lora.FILES["peftlab"])
     return {"trainable": trainable, "percent": 100 * trainable / N, "grad_adam_bytes": 12 * trainable,
             "full_grad_adam_bytes": 12 * N, "adapter_kib": file_bytes / 1024}
 
