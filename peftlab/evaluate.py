@@ -7,7 +7,8 @@ leaves `model.training` as it found it.
 * `evaluate_loss`: mean next-token loss per target token (perplexity = exp of it);
 * `exact_match`: the fraction of greedy continuations that give the whole response (`matches`);
 * `greedy_accuracy`: the same count from one forward pass instead of token-by-token generation;
-* `token_accuracy`: the fraction of response tokens that are the model's top prediction.
+* `token_accuracy`: the fraction of response tokens that are the model's top prediction;
+* `ranking_accuracy`: the fraction of examples whose true response is the most likely of its choices.
 """
 
 from __future__ import annotations
@@ -192,3 +193,43 @@ def token_accuracy(model: nn.Module, examples: Sequence[Example], batch_size: in
             hits += int((predicted == target)[scored].sum())
             total += int(scored.sum())
     return hits / total
+
+
+def ranking_accuracy(model: nn.Module, examples: Sequence[Example], choices: Sequence[Sequence[str]],
+                     batch_size: int = 256) -> float:
+    """The fraction of examples whose true response is, among `choices[i]` (the candidates for example i,
+    the true response among them), the most likely continuation of the prompt: the sum of the
+    log-probabilities of its tokens given the prompt. Chance is 1 / len(choices[i]).
+
+    Greedy exact match fails both when a model has lost a fact and when its output is hijacked (a model
+    tuned on DNA answers in DNA letters); the ranking still finds a fact that the model keeps but no longer
+    says first. Ties go to the first of the choices.
+
+    >>> from peftlab import load_base, data
+    >>> facts = data.fact_completion()[:40]
+    >>> ranking_accuracy(load_base(), facts, [[f" {v}" for v in data.ATTRIBUTES[e.meta["attribute"]]] for e in facts]) > 0.8
+    True
+    """
+    check_examples(examples)
+    if len(choices) != len(examples):
+        raise ValueError(f"choices must give one list of candidates per example: {len(examples)} examples, "
+                         f"{len(choices)} lists")
+    for i, (e, c) in enumerate(zip(examples, choices)):
+        if e.response not in c:
+            raise ValueError(f"choices[{i}] must contain the true response {e.response!r}, got {list(c)[:4]}...")
+    pairs = [Example(e.prompt, c) for e, cs in zip(examples, choices) for c in cs]
+    tok, scores = ByteTokenizer(), []
+    with evaluating(model):
+        device = _device(model)
+        for i in range(0, len(pairs), batch_size):
+            ids, labels = (t.to(device) for t in collate(pairs[i:i + batch_size], tok, "response"))
+            target = labels[:, 1:]
+            scored = (target != IGNORE) & (target != tok.eos_id)  # the candidate's own tokens, not the end
+            logp = model(ids)[:, :-1].log_softmax(-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+            scores += (logp * scored).sum(dim=1).tolist()
+    hits, at = 0, 0
+    for e, cs in zip(examples, choices):
+        mine = scores[at:at + len(cs)]
+        hits += list(cs)[mine.index(max(mine))] == e.response
+        at += len(cs)
+    return hits / len(examples)

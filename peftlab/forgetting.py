@@ -81,9 +81,10 @@ class Method:
 
 @dataclass
 class Probe:
-    """Measures one checkpoint: mean loss on new-domain text (`evaluate_loss`, lower = learned
-    more) and greedy exact-match accuracy on old-knowledge prompts (`greedy_accuracy`, higher =
-    forgot less).
+    """Measures one checkpoint: a loss on new-domain text (`domain_metric`, default `evaluate_loss`,
+    lower = learned more) and an accuracy on old-knowledge prompts (`old_metric`, default the greedy
+    exact match of `greedy_accuracy`, higher = forgot less). Notebook 08 passes its study's metrics
+    (`studies.rc_loss`, `studies.fact_rank`).
 
     >>> from peftlab import ModelConfig, Transformer
     >>> probe = Probe(data.dna_task()["val"][:8], data.fact_completion()[:8])
@@ -93,9 +94,11 @@ class Probe:
 
     domain: Sequence[str | Example]
     old: Sequence[Example]
+    domain_metric: Callable[[nn.Module, Sequence], float] = evaluate_loss
+    old_metric: Callable[[nn.Module, Sequence[Example]], float] = greedy_accuracy
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        return {"domain_loss": evaluate_loss(model, self.domain), "old_accuracy": greedy_accuracy(model, self.old)}
+        return {"domain_loss": self.domain_metric(model, self.domain), "old_accuracy": self.old_metric(model, self.old)}
 
 
 def fact_subset(n: int = 120, seed: int = 0) -> list[Example]:

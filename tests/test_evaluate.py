@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from peftlab import data
-from peftlab.evaluate import complete, evaluate_loss, exact_match, greedy_accuracy, token_accuracy
+from peftlab.evaluate import complete, evaluate_loss, exact_match, greedy_accuracy, ranking_accuracy, token_accuracy
+from peftlab.tokenizer import ByteTokenizer
 from peftlab.train import train
 
 EVALUATIONS = [evaluate_loss, exact_match, greedy_accuracy, token_accuracy]
@@ -63,3 +64,30 @@ def test_complete_names_an_empty_prompt():
     from peftlab.evaluate import complete
     with pytest.raises(ValueError, match=r"prompts must be non-empty strings.*prompts \[1\]"):
         complete(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), ["ok", ""], 3)
+
+
+def _log_likelihood(model, prompt: str, continuation: str) -> float:
+    """The naive way: one sequence at a time, the log-probabilities of the continuation's tokens."""
+    tok = ByteTokenizer()
+    ids = torch.tensor([tok.encode(prompt + continuation)])
+    with torch.no_grad():
+        logp = model(ids)[0, :-1].log_softmax(-1)
+    n = len(tok.encode(prompt))
+    return sum(logp[i - 1, ids[0, i]].item() for i in range(n, ids.shape[1]))
+
+
+def test_ranking_accuracy_picks_the_most_likely_choice_like_a_naive_loop(tiny_model):
+    facts = data.fact_completion()[:12]
+    choices = [[f" {v}" for v in data.ATTRIBUTES[f.meta["attribute"]]] for f in facts]
+    naive = sum(max(cs, key=lambda c: _log_likelihood(tiny_model.eval(), f.prompt, c)) == f.response
+                for f, cs in zip(facts, choices)) / len(facts)
+    assert ranking_accuracy(tiny_model, facts, choices, batch_size=7) == naive  # batches split mid-example
+    assert ranking_accuracy(tiny_model, facts, [[f.response] for f in facts]) == 1.0  # a single choice
+
+
+def test_ranking_accuracy_refuses_choices_without_the_truth_or_of_another_length(tiny_model):
+    facts = data.fact_completion()[:2]
+    with pytest.raises(ValueError, match=r"choices\[1\] must contain the true response"):
+        ranking_accuracy(tiny_model, facts, [[facts[0].response], [" nowhere"]])
+    with pytest.raises(ValueError, match="choices must give one list of candidates per example"):
+        ranking_accuracy(tiny_model, facts, [[facts[0].response]])

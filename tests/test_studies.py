@@ -290,6 +290,36 @@ def test_n_train_and_curve_metrics_are_used(checkpoints, tmp_path):
         toy_study(methods=(dataclasses.replace(toy_study().methods[0], n_train=0),) + toy_study().methods[1:])
 
 
+def test_dense_probes_old_knowledge_and_a_matched_claim(checkpoints, tmp_path):
+    """eval_steps adds probes, curve_splits limits where curve_metrics are measured, METRIC_DATA measures
+    old knowledge on its own data, sweep_metrics are recorded in the sweep, and on="matched" reads each
+    run's test metric where its val curve reaches the level."""
+    level = 1e9  # every finite loss is at or below it: matched at step 0
+    kept = Claim("kept", "LoRA keeps facts", "a test", "fact_rank", "lora", "prompt", "greater", 0.0,
+                 on="matched", success=level)
+    study = toy_study(task="dna_task", metric="rc_loss", finals=("rc_loss", "fact_rank"), eval_steps=(1, 3, 9),
+                      curve_metrics=("fact_rank",), curve_splits=("test",), sweep_metrics=("fact_match",),
+                      claims=(kept,))
+    with pytest.raises(ValueError, match="a matched claim reads metric on the test curve"):
+        dataclasses.replace(study, claims=(dataclasses.replace(kept, metric="fact_match"),))
+    with pytest.raises(ValueError, match="a matched claim needs a finite success"):
+        dataclasses.replace(study, claims=(dataclasses.replace(kept, success=None),))
+    with pytest.raises(ValueError, match="curve_splits must name splits"):
+        dataclasses.replace(study, curve_splits=("train",))
+    results = studies.run(study, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    record = results["runs"]["lora"]["seeds"][0]
+    assert record["curve"]["step"] == [0, 1, 2, 3, 4]  # every 2, plus 1 and 3; 9 lies past the 4 steps
+    assert set(record["curve"]["val"]) == {"rc_loss"} and set(record["curve"]["test"]) == {"rc_loss", "fact_rank"}
+    assert set(record["final"]) == {"rc_loss", "fact_rank"} and 0 <= record["final"]["fact_rank"] <= 1
+    assert len(results["sweep"]["prompt"]["grid"][0]["also"]["fact_match"]) == 1  # one sweep seed
+    (claim,) = results["claims"]
+    assert claim["a_values"] == [r["curve"]["test"]["fact_rank"][0] for r in results["runs"]["lora"]["seeds"]]
+    never = studies.weigh(dataclasses.replace(kept, success=-1.0), results["runs"], results["sweep"])
+    assert never["verdict"] == "inconclusive" and "never reached val rc_loss -1 (lora: 2 of 2 runs" in never["reason"]
+    assert studies.config_hash(toy_study()) == studies.config_hash(
+        toy_study(curve_splits=("val", "test"), eval_steps=(), sweep_metrics=()))  # defaults leave hashes alone
+
+
 @pytest.mark.parametrize("study_id", list(studies.all_studies()))
 def test_every_shipped_study_is_fresh(study_id):
     """Results ship with the package and must match today's config and base checkpoint: change a margin,
@@ -298,5 +328,8 @@ def test_every_shipped_study_is_fresh(study_id):
         f"{study_id} is {studies.status(study_id)}: rerun `python -m peftlab.studies run {study_id}`")
     results = studies.load_results(study_id)
     for c in results["claims"]:  # every stored verdict is what compare gives on the stored values
+        if c.get("reason"):  # a run never reached a matched level, or diverged: the verdict says why not
+            assert c["verdict"] in ("inconclusive", "not computed"), c["id"]
+            continue
         ev = compare(c["a_values"], c["b_values"], claim=c["kind"], margin=c["margin"], paired=c["paired"])
         assert (ev.verdict, ev.n) == (c["verdict"], c["n_seeds"]), c["id"]

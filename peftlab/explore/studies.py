@@ -11,8 +11,12 @@ from IPython.display import Markdown
 from .. import evidence, studies
 from .report import table
 
-FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit": "points"}, "loss": {"unit": "nats"}}
-LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "loss": "loss (nats per byte)"}
+FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit": "points"}, "loss": {"unit": "nats"},
+           "rc_loss": {"unit": "nats"}, "fact_rank": {"scale": 100, "unit": "points"},
+           "fact_match": {"scale": 100, "unit": "points"}}
+LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "loss": "loss (nats per byte)",
+          "rc_loss": "reverse-complement loss (nats)", "fact_rank": "facts ranked first",
+          "fact_match": "facts completed (greedy)"}
 
 
 def claim_evidence(claim: dict) -> evidence.Evidence:
@@ -40,8 +44,14 @@ def claim_table(results: dict) -> Markdown:
     words = {c.id: c for c in studies.get(results["id"]).claims}
     rows = []
     for c in results["claims"]:
+        if c.get("reason"):  # no interval: a run never reached the matched level, or diverged
+            rows.append((words[c["id"]].statement, words[c["id"]].source, f"{c['a']} − {c['b']}: {c['reason']}",
+                         c["verdict"]))
+            continue
         e = claim_evidence(c)
-        if c.get("on", "final") == "sweep_width":
+        if c.get("on") == "matched":
+            note = f" (where val {results['sweep'][c['a']]['metric']} first reaches {c['success']:g})"
+        elif c.get("on", "final") == "sweep_width":
             note = (f" (rates reaching {c['success']:g} within {results['sweep'][c['a']]['steps']} steps, of "
                     f"{len(results['sweep'][c['a']]['grid'])}, per seed)")
         else:
@@ -179,3 +189,45 @@ def plot_live(ax, results: dict, method: str, step: int, value: float, *, metric
            title=f"{method}, lr {results['runs'][method]['lr']:g}")
     ax.legend(fontsize=8)
     return b
+
+
+def plot_tradeoff(ax, results: dict, x: str, y: str, labels: Sequence[str] | None = None) -> None:
+    """Learning against forgetting along training: for each method's final runs, `y` against `x` on the test
+    split at every evaluation step, one thin line per seed and the mean over seeds drawn thick, from step 0
+    (the base model) on."""
+    runs = results["runs"]
+    labels = list(runs) if labels is None else list(labels)
+    sy = FORMATS.get(y, {}).get("scale", 1)
+    for i, m in enumerate(labels):
+        curves = [r["curve"]["test"] for r in runs[m]["seeds"]]
+        for c in curves:
+            ax.plot(c[x], [v * sy for v in c[y]], "-", color=f"C{i}", alpha=0.25, lw=0.8)
+        mx = [sum(v) / len(v) for v in zip(*(c[x] for c in curves))]
+        my = [sy * sum(v) / len(v) for v in zip(*(c[y] for c in curves))]
+        ax.plot(mx, my, "o-", color=f"C{i}", ms=3, label=f"{m} (lr {runs[m]['lr']:g}), mean of {len(curves)} seeds")
+    ax.set_xscale("log")
+    ax.set(xlabel=f"test {LABELS.get(x, x)} (log; learned more to the left)", ylabel=f"test {LABELS.get(y, y)}",
+           title="along training: step 0 at the right")
+    ax.legend(fontsize=7)
+
+
+def plot_sweep_tradeoff(ax, results: dict, y: str, labels: Sequence[str] | None = None) -> None:
+    """Learning against forgetting over learning rates: every sweep run (one rate, one seed) as a point, the
+    compared metric on val against `y` measured on val at the end of the run (`Study.sweep_metrics`), each
+    rate labelled once."""
+    sweep = results["sweep"]
+    labels = list(sweep) if labels is None else list(labels)
+    sy = FORMATS.get(y, {}).get("scale", 1)
+    for i, m in enumerate(labels):
+        s = sweep[m]
+        for g in s["grid"]:
+            ax.plot(g["val"], [v * sy for v in g["also"][y]], "o", color=f"C{i}", ms=4,
+                    mfc="none" if g["lr"] != s["best_lr"] else f"C{i}")
+            ax.annotate(f"{g['lr']:g}", (g["val"][0], g["also"][y][0] * sy), fontsize=6, color=f"C{i}",
+                        xytext=(3, 3), textcoords="offset points")
+        ax.plot([], [], "o", color=f"C{i}", label=f"{m} (filled: chosen rate)")
+    metric = sweep[labels[0]]["metric"]
+    ax.set_xscale("log")
+    ax.set(xlabel=f"val {LABELS.get(metric, metric)} (log)", ylabel=f"val {LABELS.get(y, y)}",
+           title=f"over learning rates: {sweep[labels[0]]['steps']} steps, seeds {sweep[labels[0]]['seeds']}")
+    ax.legend(fontsize=7)

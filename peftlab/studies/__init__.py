@@ -38,6 +38,7 @@ Staleness: the results hold the config and its SHA-256 (`config_hash`) and the b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -56,13 +57,13 @@ from torch import nn
 from .. import __version__, data, methods
 from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
 from ..checks import int_at_least, positive_int, positive_number
-from ..evaluate import evaluate_loss, greedy_accuracy
+from ..evaluate import evaluate_loss, greedy_accuracy, ranking_accuracy
 from ..evidence import CLAIMS, compare, t_quantile
 from ..train import train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
-# (prefix_tuning and ptuning_encoders are declared, not run yet)
+# (prefix_tuning, learn_forget and ptuning_encoders are declared, not run yet)
 STUDY_MODULES = ("peft_methods", "prompt_tuning", "lora_rank", "full_vs_lora")
 TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
 SPLITS = ("val", "test")
@@ -76,14 +77,41 @@ def answer_loss(model: nn.Module, examples: Sequence[data.Example]) -> float:
     return evaluate_loss(model, examples, loss_on="response")
 
 
+def rc_loss(model: nn.Module, sequences: Sequence[str]) -> float:
+    """Mean loss per token of the predictable half of `data.dna_task` sequences: the reverse complement
+    after the '|' (and the end of text), given the gene before it. Below ln 4 = 1.386 nats a model has
+    learned more than the four-letter alphabet."""
+    cut = [s.index("|") + 1 for s in sequences]
+    return evaluate_loss(model, [data.Example(s[:i], s[i:]) for s, i in zip(sequences, cut)], loss_on="response")
+
+
+def fact_rank(model: nn.Module, facts: Sequence[data.Example]) -> float:
+    """Facts of pre-training (`data.fact_completion`) whose true value the model ranks first among every
+    value of that attribute (`evaluate.ranking_accuracy`; chance 1/12 to 1/16)."""
+    return ranking_accuracy(model, facts, [[f" {v}" for v in data.ATTRIBUTES[f.meta["attribute"]]] for f in facts])
+
+
+@functools.lru_cache(maxsize=1)
+def fact_splits() -> dict[str, list[data.Example]]:
+    """The 480 facts of pre-training, alternately to val (240) and test (240): old knowledge, not trained on."""
+    facts = data.fact_completion()
+    return {"val": facts[0::2], "test": facts[1::2]}
+
+
 # metric name -> (function(model, examples), "min" or "max": which way is better). exact_match is counted
 # by `greedy_accuracy`, which gives what `evaluate.exact_match` gives in one forward pass instead of generation.
 METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
     "answer_loss": (answer_loss, "min"),
     "exact_match": (greedy_accuracy, "max"),
     "loss": (evaluate_loss, "min"),  # every token (texts without a prompt, such as `data.dna_task`)
+    "rc_loss": (rc_loss, "min"),  # `data.dna_task`: the reverse complement only
+    "fact_rank": (fact_rank, "max"),  # old knowledge, on `fact_splits`
+    "fact_match": (greedy_accuracy, "max"),  # old knowledge, on `fact_splits`: greedy completion of the value
 }
-ON = ("final", "sweep_width")  # what a claim weighs: the final runs' test metric, or the sweep's breadth
+# Metrics measured on their own data instead of the task's val and test splits (old knowledge, say).
+METRIC_DATA: dict[str, Callable[[], dict[str, list]]] = {"fact_rank": fact_splits, "fact_match": fact_splits}
+# what a claim weighs: the final runs' test metric, the sweep's breadth, or the curves at a matched level
+ON = ("final", "sweep_width", "matched")
 
 
 @dataclass(frozen=True)
@@ -94,7 +122,13 @@ class Claim:
     `on="sweep_width"` weighs the learning-rate sweep instead (a claim about stability): per sweep seed, how
     many of the method's swept rates reach `success` on the validation metric (at or below it for a loss, at
     or above it for an accuracy); both methods must sweep the same rates. The threshold is declared with the
-    claim, before the run."""
+    claim, before the run.
+
+    `on="matched"` reads both methods at the same level of the study's compared metric (a trade-off, such
+    as old knowledge kept at equal new-domain loss): per final run, `metric` on the test curve at the first
+    point where the validation curve of the compared metric reaches `success`, interpolated linearly
+    between the two evaluation steps around it. A run that never reaches the level gives no value, and the
+    claim is then inconclusive, with the reason."""
 
     id: str
     statement: str
@@ -147,6 +181,9 @@ class Study:
     plateau_window: float = 0.25
     n_eval: int | None = None  # use only the first n of val and of test (None: all of them)
     curve_metrics: tuple[str, ...] = ()  # measured on the curve too, besides `metric` (such as exact_match)
+    curve_splits: tuple[str, ...] = SPLITS  # where `curve_metrics` are measured (`metric` always on both)
+    eval_steps: tuple[int, ...] = ()  # evaluation steps besides every `eval_every` (dense early probes)
+    sweep_metrics: tuple[str, ...] = ()  # also measured on val at the end of every sweep run (not for choice)
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -178,7 +215,8 @@ class Study:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         for name, value in (("metric", self.metric), *(("finals", f) for f in self.finals),
-                            *(("curve_metrics", f) for f in self.curve_metrics)):
+                            *(("curve_metrics", f) for f in self.curve_metrics),
+                            *(("sweep_metrics", f) for f in self.sweep_metrics)):
             if value not in METRICS:
                 raise ValueError(f"{name} must name metrics of {list(METRICS)}, got {value!r}")
         if not 0 < self.plateau < 1 or not 0 < self.plateau_window < 1:
@@ -186,6 +224,10 @@ class Study:
                              f"{self.plateau_window}")
         if self.n_eval is not None:
             positive_int(self.n_eval, "n_eval")
+        if not self.curve_splits or any(s not in SPLITS for s in self.curve_splits):
+            raise ValueError(f"curve_splits must name splits of {SPLITS}, got {self.curve_splits}")
+        for step in self.eval_steps:
+            positive_int(step, "eval_steps")
         for c in self.claims:
             if c.a not in labels or c.b not in labels:
                 raise ValueError(f"claim {c.id!r}: a and b must be method labels {labels}, got {c.a!r}, {c.b!r}")
@@ -203,6 +245,13 @@ class Study:
                 if self.method(c.a).lrs != self.method(c.b).lrs:
                     raise ValueError(f"claim {c.id!r}: a sweep_width claim needs {c.a!r} and {c.b!r} to sweep "
                                      f"the same learning rates, got {self.method(c.a).lrs} and {self.method(c.b).lrs}")
+            if c.on == "matched":
+                if c.metric not in self.curve_metrics or "test" not in self.curve_splits:
+                    raise ValueError(f"claim {c.id!r}: a matched claim reads metric on the test curve, so it "
+                                     f"must be one of curve_metrics {self.curve_metrics}, got {c.metric!r}")
+                if c.success is None or not math.isfinite(c.success):
+                    raise ValueError(f"claim {c.id!r}: a matched claim needs a finite success (the level of "
+                                     f"{self.metric!r} to match at), got {c.success!r}")
             if c.kind not in CLAIMS:
                 raise ValueError(f"claim {c.id!r}: kind must be one of {CLAIMS}, got {c.kind!r}")
             compare([0.0, 1.0], [0.0, 1.0], claim=c.kind, margin=c.margin)  # the margin's own checks
@@ -259,7 +308,8 @@ def config(study: Study) -> dict:
 WORDS = {"study": ("title", "notebook", "seeds_note", "eval_note", "notes"), "claim": ("statement", "source")}
 # Fields added after a study was run, left out of the experiment while they hold their default (which is
 # what every earlier run did), so adding a capability does not make the studies that do not use it stale.
-OPTIONAL = {"study": {"curve_metrics": []}, "claim": {"on": "final", "success": None},
+OPTIONAL = {"study": {"curve_metrics": [], "curve_splits": list(SPLITS), "eval_steps": [], "sweep_metrics": []},
+            "claim": {"on": "final", "success": None},
             "method": {"n_train": None, "sweep_seeds": None}}
 
 
@@ -444,14 +494,19 @@ def work(study: Study) -> dict[str, dict[str, int]]:
     """
     out = {}
     for m in study.methods:
-        points = len(_eval_steps(m.steps, study.eval_every))
+        points = len(_eval_steps(m.steps, study.eval_every, study.eval_steps))
         out[m.label] = {"sweep_steps": len(m.lrs) * len(study.sweep_seeds_of(m.label)) * study.sweep_steps,
                         "final_steps": len(study.seeds) * m.steps, "curve_evals": len(study.seeds) * points}
     return out
 
 
-def _eval_steps(steps: int, every: int) -> list[int]:
-    return sorted({0, steps, *range(every, steps + 1, every)})
+def _eval_steps(steps: int, every: int, extra: Sequence[int] = ()) -> list[int]:
+    return sorted({0, steps, *range(every, steps + 1, every), *(s for s in extra if s <= steps)})
+
+
+def _data(metric: str, split: str, splits: dict) -> list:
+    """What `metric` is measured on: its own data (`METRIC_DATA`), or else the task's split."""
+    return METRIC_DATA[metric]()[split] if metric in METRIC_DATA else splits[split]
 
 
 # --- running --------------------------------------------------------------------------------------------
@@ -485,22 +540,24 @@ def _splits(study: Study) -> dict[str, list]:
 
 def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study, splits: dict, *,
              curve: bool, stop_after: int | None = None, tick: Callable[[], None] = lambda: None) -> tuple:
-    """Train one (method, lr, seed); returns (model, record). With `curve`, the compared metric is measured
-    on val and test at step 0 and every `eval_every` steps, and the training loss of every step is kept."""
+    """Train one (method, lr, seed); returns (model, record). With `curve`, a final run: the compared metric
+    (and `curve_metrics`) measured at step 0 and at every evaluation step, and the training loss of every
+    step kept; else a sweep run of `sweep_steps`. `stop_after` ends either early (the learning rate is
+    constant, so the first steps are those of the whole run)."""
     steps = method.steps if curve else study.sweep_steps
-    measured = (study.metric, *study.curve_metrics)
+    measured = {s: (study.metric, *(study.curve_metrics if s in study.curve_splits else ())) for s in SPLITS}
     record: dict = {"seed": seed, "train_loss": [],
-                    "curve": {"step": [], **{s: {f: [] for f in measured} for s in SPLITS}}}
+                    "curve": {"step": [], **{s: {f: [] for f in measured[s]} for s in SPLITS}}}
     train_set = splits["train"][:method.n_train] if method.n_train else splits["train"]
     torch.manual_seed(seed)
     model = methods.prepare(base, method.name, **method.options)
-    at = set(_eval_steps(steps, study.eval_every))
+    at = set(_eval_steps(steps, study.eval_every, study.eval_steps))
 
     def measure(step: int) -> None:
         record["curve"]["step"].append(step)
         for s in SPLITS:
-            for f in measured:
-                record["curve"][s][f].append(round(METRICS[f][0](model, splits[s]), 6))
+            for f in measured[s]:
+                record["curve"][s][f].append(round(METRICS[f][0](model, _data(f, s, splits)), 6))
 
     def after_step(step: int, loss: float) -> None:
         record["train_loss"].append(round(loss, 6))
@@ -548,12 +605,15 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
         for m in study.methods:  # 1. the learning-rate sweep, on the validation split
             grid = []
             for lr in m.lrs:
-                per_seed = []
+                per_seed, also = [], {f: [] for f in study.sweep_metrics}
                 for seed in study.sweep_seeds_of(m.label):
                     bar.set_postfix_str(f"sweep {m.label} lr={lr:g} seed={seed}")
                     model, _ = _one_run(base, m, lr, seed, study, splits, curve=False, tick=bar.update)
                     per_seed.append(round(score(model, splits["val"]), 6))
-                grid.append({"lr": lr, "val": per_seed, "mean": round(statistics.fmean(per_seed), 6)})
+                    for f in study.sweep_metrics:  # measured, never used to choose
+                        also[f].append(round(METRICS[f][0](model, _data(f, "val", splits)), 6))
+                grid.append({"lr": lr, "val": per_seed, "mean": round(statistics.fmean(per_seed), 6),
+                             **({"also": also} if also else {})})
             worst = math.inf if goal == "min" else -math.inf  # a diverged rate (NaN) is never chosen
             best = (min if goal == "min" else max)(
                 grid, key=lambda g: g["mean"] if math.isfinite(g["mean"]) else worst)["lr"]
@@ -564,7 +624,7 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
             for seed in study.seeds:
                 bar.set_postfix_str(f"{m.label} lr={lr:g} seed={seed}")
                 model, record = _one_run(base, m, lr, seed, study, splits, curve=True, tick=bar.update)
-                record["final"] = {f: round(METRICS[f][0](model, splits["test"]), 6) for f in study.finals}
+                record["final"] = {f: round(METRICS[f][0](model, _data(f, "test", splits)), 6) for f in study.finals}
                 c = record["curve"]
                 record["plateau_step"] = plateau_step(c["step"], c["val"][study.metric], goal, study.plateau,
                                                       study.plateau_window)
@@ -614,13 +674,44 @@ def sweep_width(sweep: dict, label: str, success: float) -> list[int]:
     return [sum(1 for v in values if v is not None and math.isfinite(v) and better(v)) for values in per_seed]
 
 
+def matched_value(record: dict, by: str, level: float, metric: str) -> float | None:
+    """One final run's test `metric` at the first evaluation where its val curve of `by` reaches `level`
+    (at or below for a loss, at or above for an accuracy), interpolated linearly between the evaluation
+    steps around that point; None when the run never reaches it.
+
+    >>> curve = {"step": [0, 10, 20], "val": {"rc_loss": [3.0, 1.0, 0.5]}, "test": {"fact_rank": [0.9, 0.5, 0.3]}}
+    >>> matched_value({"curve": curve}, "rc_loss", 2.0, "fact_rank"), matched_value({"curve": curve}, "rc_loss", 0.1, "fact_rank")
+    (0.7, None)
+    """
+    x, y = record["curve"]["val"][by], record["curve"]["test"][metric]
+    reached = (lambda v: v <= level) if METRICS[by][1] == "min" else (lambda v: v >= level)
+    for i, v in enumerate(x):
+        if reached(v):
+            if i == 0:
+                return y[0]
+            f = (level - x[i - 1]) / (v - x[i - 1])  # how far between the two probes the level lies
+            return round(y[i - 1] + f * (y[i] - y[i - 1]), 6)
+    return None
+
+
 def weigh(claim: Claim, runs: dict, sweep: dict | None = None) -> dict:
     """A claim's verdict from per-seed values (`evidence.compare`), with what it rests on: the final runs'
-    test metric, or (`on="sweep_width"`) the number of swept rates that reached `success`, per sweep seed."""
+    test metric, (`on="sweep_width"`) the number of swept rates that reached `success`, per sweep seed, or
+    (`on="matched"`) the final runs' test metric where their val curve of the compared metric reaches
+    `success` (`matched_value`)."""
+    if claim.on in ("sweep_width", "matched") and sweep is None:
+        raise ValueError(f"claim {claim.id!r} needs the sweep (it names the compared metric): pass sweep=")
     if claim.on == "sweep_width":
-        if sweep is None:
-            raise ValueError(f"claim {claim.id!r} weighs the sweep: pass sweep=")
         a, b = (sweep_width(sweep, m, claim.success) for m in (claim.a, claim.b))
+    elif claim.on == "matched":
+        by = sweep[claim.a]["metric"]
+        a, b = ([matched_value(r, by, claim.success, claim.metric) for r in runs[m]["seeds"]] for m in (claim.a, claim.b))
+        missing = [f"{m}: {v.count(None)} of {len(v)} runs" for m, v in ((claim.a, a), (claim.b, b)) if None in v]
+        if missing:
+            return {**dataclasses.asdict(claim), "claim": claim.statement, "a_values": a, "b_values": b,
+                    "verdict": "inconclusive", "estimate": None, "low": None, "high": None,
+                    "n_seeds": min(len(a), len(b)),
+                    "reason": f"never reached val {by} {claim.success:g} ({'; '.join(missing)})"}
     else:
         a = [r["final"][claim.metric] for r in runs[claim.a]["seeds"]]
         b = [r["final"][claim.metric] for r in runs[claim.b]["seeds"]]
@@ -634,6 +725,10 @@ def weigh(claim: Claim, runs: dict, sweep: dict | None = None) -> dict:
         return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
                 "n_seeds": ev.n, "df": ev.df, "text": str(ev),
                 "budget_note": f"counted on the sweep: {sweep[claim.a]['steps']} steps per rate"}
+    if claim.on == "matched":
+        return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
+                "n_seeds": ev.n, "df": ev.df, "text": str(ev),
+                "budget_note": f"read where each run's val {sweep[claim.a]['metric']} first reaches {claim.success:g}"}
     unplateaued = [m for m in (claim.a, claim.b) if runs[m]["plateau_step"] is None]
     return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
             "n_seeds": ev.n, "df": ev.df, "text": str(ev),
@@ -736,10 +831,15 @@ def live_run(results: dict, method: str, steps: int, base: nn.Module, *, seed: i
     """
     study = get(results["id"])
     m = study.method(method)
-    at = _eval_steps(m.steps, study.eval_every)
+    at = _eval_steps(m.steps, study.eval_every, study.eval_steps)
     if steps not in at:
         raise ValueError(f"steps must be one of the study's evaluation steps {at}, got {steps!r}")
-    model, record = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, _splits(study), curve=True,
+    splits = _splits(study)
+    if steps <= study.sweep_steps:  # no probes on the way: the same steps, only the one measurement at the end
+        model, _ = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, splits, curve=False,
+                            stop_after=steps)
+        return model, round(METRICS[study.metric][0](model, splits["test"]), 6)
+    model, record = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, splits, curve=True,
                              stop_after=steps)
     return model, record["curve"]["test"][study.metric][-1]
 

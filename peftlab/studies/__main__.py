@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     known = studies.all_studies()
     if args.command == "list":
+        width = max(len(i) for i in known)
         for s in known.values():
             steps = ", ".join(f"{m.label} {m.steps}" for m in s.methods)
             state = studies.status(s, args.results, args.checkpoints)
-            print(f"{s.id:<12} seeds {len(s.seeds)}  steps {steps}  {state:<7}  {s.title}")
+            print(f"{s.id:<{width}} seeds {len(s.seeds)}  steps {steps}  {state:<7}  {s.title}")
         return 0
     ids = list(known) if args.command == "run" and args.all else args.ids
     if not ids:
