@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .checks import int_at_least
+from .checks import int_at_least, positive_int, positive_number
 
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values: (batch, n_heads, length, head_dim)
 
@@ -53,6 +53,15 @@ class ModelConfig:
     max_seq_len: int = 256
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
+            positive_int(getattr(self, name), name)
+        positive_number(self.rope_theta, "rope_theta")
+        positive_number(self.norm_eps, "norm_eps")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"d_model must split into n_heads heads of an even width (RoPE rotates pairs): "
+                             f"d_model={self.d_model}, n_heads={self.n_heads}")
 
     @property
     def head_dim(self) -> int:

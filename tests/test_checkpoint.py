@@ -5,7 +5,9 @@ import pytest
 
 import peftlab
 from peftlab import data
+import peftlab.checkpoint
 from peftlab.checkpoint import CHECKPOINT_DIR, load_base, manifest
+from peftlab.model import ModelConfig
 
 
 def test_shipped_checkpoint_is_small_and_hashed():
@@ -30,7 +32,7 @@ def test_base_does_not_know_the_qa_format(base):
 
 
 def test_unknown_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"available: \['teacher', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"available in .*: \['teacher', 'tiny'\]"):
         load_base("huge")
 
 
@@ -49,12 +51,64 @@ def test_checkpoint_mismatching_its_config_is_refused(tmp_path):
 
     from peftlab.checkpoint import sha256_file
     shutil.copy(CHECKPOINT_DIR / "tiny.safetensors", tmp_path / "tiny.safetensors")
+    from peftlab.checkpoint import config_sha256
     m = manifest("tiny")
     m["config"]["d_ff"] = 512
+    m["config_sha256"] = config_sha256(m["config"])  # a consistent manifest, for other weights
     m["sha256"] = sha256_file(tmp_path / "tiny.safetensors")
     (tmp_path / "tiny.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="does not match its config"):
         load_base("tiny", directory=tmp_path)
+
+
+def _edited_manifest(tmp_path, edit):
+    import json
+    shutil.copy(CHECKPOINT_DIR / "tiny.safetensors", tmp_path / "tiny.safetensors")
+    m = manifest("tiny")
+    edit(m)
+    (tmp_path / "tiny.json").write_text(m if isinstance(m, str) else json.dumps(m))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["config"].update(rope_theta=500000.0), "config in tiny.json was edited"),  # same shapes, other answers
+    (lambda m: m["config"].update(max_seq_len=128), "config in tiny.json was edited"),
+    (lambda m: m.pop("config_sha256"), "edited or has no hash"),
+    (lambda m: m.pop("sha256"), "needs 'config' .* and 'sha256'"),
+])
+def test_an_edited_or_malformed_manifest_is_refused(tmp_path, edit, message):
+    _edited_manifest(tmp_path, edit)
+    with pytest.raises(ValueError, match=message):
+        load_base("tiny", directory=tmp_path)
+
+
+def test_a_manifest_that_is_not_json_or_an_invalid_config_is_named(tmp_path):
+    import json
+
+    from peftlab.checkpoint import config_sha256
+    shutil.copy(CHECKPOINT_DIR / "tiny.safetensors", tmp_path / "tiny.safetensors")
+    (tmp_path / "tiny.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="tiny.json is not valid JSON"):
+        load_base("tiny", directory=tmp_path)
+    m = manifest("tiny")
+    m["config"]["n_heads"] = 7  # 256 does not split into 7 heads
+    m["config_sha256"] = config_sha256(m["config"])
+    (tmp_path / "tiny.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="no valid model config: d_model must split into n_heads"):
+        load_base("tiny", directory=tmp_path)
+
+
+def test_a_missing_directory_and_stray_json_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_base("tiny", directory=tmp_path / "nonexistent")
+    (tmp_path / "notes.json").write_text("{}")  # a JSON file without weights is not a base model
+    assert peftlab.checkpoint.available(tmp_path) == []
+
+
+@pytest.mark.parametrize("changes, param", [({"n_heads": 7}, "n_heads"), ({"d_model": 0}, "d_model"),
+                                             ({"rope_theta": -1.0}, "rope_theta"), ({"n_layers": 2.5}, "n_layers")])
+def test_model_config_is_validated(changes, param):
+    with pytest.raises((ValueError, TypeError), match=param):
+        ModelConfig(**changes)
 
 
 def test_qa_fine_tuning_on_half_the_people_answers_the_other_half(base):
