@@ -158,17 +158,32 @@ def _format(layer: nn.Module) -> tuple[str, str, bool, int]:
 
 # --- the verbs -------------------------------------------------------------------------------
 
+def _method_modules() -> tuple[type, ...]:
+    """The modules a PEFT method adds around the base model (their layers train; they are never quantized)."""
+    from .adapters import BottleneckAdapter, Fusion
+    from .prefix import PrefixEncoder
+    from .ptuning import PromptEncoder
+    return BottleneckAdapter, Fusion, PrefixEncoder, PromptEncoder
+
+
+def _method_parts(model: nn.Module) -> list[str]:
+    return [n + "." for n, m in model.named_modules() if isinstance(m, _method_modules())]
+
+
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every plain linear layer but the output head, by name (QLoRA keeps embeddings and head in
-    16 bits).
+    """Every plain linear layer of the base model but the output head, by name (QLoRA keeps embeddings
+    and head in 16 bits); not the layers of a method's own modules (bottleneck adapters, fusions, the
+    prompt or prefix encoders), which train.
 
     >>> from peftlab import load_base
     >>> list(quantizable_layers(load_base()))[:2]
     ['layers.0.self_attn.q_proj', 'layers.0.self_attn.k_proj']
     """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    added = _method_parts(model)
     return {n: m for n, m in model.named_modules()
-            if type(m) is nn.Linear and m is not head and n.rsplit(".", 1)[-1] != "lm_head"}
+            if type(m) is nn.Linear and m is not head and n.rsplit(".", 1)[-1] != "lm_head"
+            and not any(n.startswith(a) for a in added)}
 
 
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
@@ -190,9 +205,10 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
 
 def quantize(model: nn.Module, quant_type: str = "nf4", double_quant: bool = True, backend: str = "auto",
              blocksize: int = 64) -> nn.Module:
-    """Replace the linear layers of `model` (not the output head, not the embeddings) by 4-bit
-    ones, in place, and freeze the whole model; returns it. Add adapters afterwards with
-    `peftlab.lora.add`.
+    """Replace the linear layers of the base model (not the output head, not the embeddings, not the
+    layers of a method's own modules: `quantizable_layers`) by 4-bit ones, in place, and freeze the
+    base; returns it. Add adapters afterwards with `peftlab.lora.add`. Every argument is checked and
+    every 4-bit layer is built before the model changes.
 
     >>> from peftlab import ModelConfig, Transformer, count_parameters
     >>> model = quantize(Transformer(ModelConfig(d_model=64, n_layers=1, n_heads=2, d_ff=128)))
@@ -203,8 +219,8 @@ def quantize(model: nn.Module, quant_type: str = "nf4", double_quant: bool = Tru
         raise ValueError(f"quant_type must be one of {quant.QUANT_TYPES}, got {quant_type!r}")
     if not isinstance(double_quant, bool):
         raise TypeError(f"double_quant must be True or False, got {double_quant!r}")
-    if blocksize not in quant.BLOCKSIZES:
-        raise ValueError(f"blocksize must be a power of two in {quant.BLOCKSIZES}, got {blocksize!r}")
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize not in quant.BLOCKSIZES:
+        raise ValueError(f"blocksize must be an int, a power of two in {quant.BLOCKSIZES}, got {blocksize!r}")
     if lora.adapter_names(model):
         raise ValueError("the model already has LoRA adapters; quantize the base first, then lora.add")
     layers = quantizable_layers(model)
@@ -221,10 +237,18 @@ def quantize(model: nn.Module, quant_type: str = "nf4", double_quant: bool = Tru
     too_small = [n for n, m in layers.items() if m.weight.numel() < blocksize]
     if too_small:
         raise ValueError(f"layers {too_small[:3]} have fewer than blocksize={blocksize} weights")
-    model.requires_grad_(False)
-    for name, linear in layers.items():
+    try:  # all 4-bit layers first (bitsandbytes refuses some settings only when it runs), then swap them in
+        built = {name: _layer_4bit(linear.weight.detach(), linear.bias, backend, quant_type, double_quant, blocksize)
+                 for name, linear in layers.items()}
+    except (RuntimeError, ValueError, AssertionError, NotImplementedError) as e:
+        raise ValueError(f"backend {backend!r} cannot quantize with quant_type={quant_type!r}, "
+                         f"blocksize={blocksize}: {type(e).__name__}: {e}") from e
+    added = _method_parts(model)
+    for name, p in model.named_parameters():  # the base freezes; a method's own modules keep training
+        if not any(name.startswith(a) for a in added):
+            p.requires_grad_(False)
+    for name, layer in built.items():
         parent, _, child = name.rpartition(".")
-        layer = _layer_4bit(linear.weight.detach(), linear.bias, backend, quant_type, double_quant, blocksize)
         setattr(model.get_submodule(parent), child, layer)
     return model
 

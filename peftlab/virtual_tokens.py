@@ -90,6 +90,15 @@ def check_model(model) -> None:
     if not isinstance(model, Transformer):
         raise TypeError(f"model must be a peftlab Transformer (it takes inputs_embeds= and prefix_kv=), "
                         f"got {type(model).__name__}")
+    trained = sorted({type(m).__name__ for m in model.modules() if type(m).__module__ in _METHOD_MODULES
+                      and any(p.requires_grad for p in m.parameters())})
+    if trained:
+        raise ValueError(f"the model already holds trainable {', '.join(trained)} layers, which this method "
+                         f"would freeze with the base; fold them in first (lora.merge, then lora.unload), or add the "
+                         f"virtual tokens to a plain model")
+
+
+_METHOD_MODULES = ("peftlab.lora", "peftlab.adapters")  # layers other methods add, trained by their owner
 
 
 def check_new(model, n_tokens) -> None:

@@ -152,3 +152,11 @@ def test_generate_through_a_wrapper_leaves_every_module_in_its_mode():
     before = [(n, m.training) for n, m in wrapped.named_modules()]
     wrapped.generate(torch.zeros(1, 3, dtype=torch.long), 2)
     assert [(n, m.training) for n, m in wrapped.named_modules()] == before
+
+
+def test_virtual_tokens_on_a_model_with_trainable_lora_layers_are_refused(tiny_model):
+    from peftlab import lora
+    lora.add(tiny_model, r=2)
+    with pytest.raises(ValueError, match="already holds trainable LoRALinear layers"):
+        prompt.add(tiny_model, n_tokens=4)
+    assert all(p.requires_grad for n, p in tiny_model.named_parameters() if "lora_" in n)  # untouched

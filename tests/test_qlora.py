@@ -190,3 +190,38 @@ def test_merge_without_adapters_is_an_error(tiny_model):
 def test_paged_adamw_needs_cuda():
     with pytest.raises(RuntimeError, match="CUDA unified memory"):
         qlora.paged_adamw([nn.Parameter(torch.ones(2))], lr=1e-3)
+
+
+# --- only the base model's layers, and nothing changes before everything is checked ----------------
+
+def _tiny():
+    torch.manual_seed(0)
+    return Transformer(ModelConfig(d_model=64, n_layers=1, n_heads=2, d_ff=128))
+
+
+@pytest.mark.parametrize("method", ["adapters", "ptuning"])
+def test_quantize_leaves_a_methods_own_layers_trainable_and_unquantized(method):
+    from peftlab import adapters, ptuning
+    model = adapters.add(_tiny(), bottleneck=8) if method == "adapters" else ptuning.add(_tiny(), 4, "mlp")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    qlora.quantize(model)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable  # still trains
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    assert kinds[next(n for n in kinds if n.endswith("self_attn.q_proj"))] == "Linear4bit"  # the base is 4-bit
+    own = [n for n in kinds if kinds[n] in ("BottleneckAdapter", "PromptEncoder")]  # the method's modules
+    inside = [n for n in kinds if any(n.startswith(o + ".") for o in own) and kinds[n].startswith("Linear")]
+    assert inside and all(kinds[n] == "Linear" for n in inside)  # none of them quantized
+
+
+@pytest.mark.parametrize("kwargs, message", [({"blocksize": 64.0}, "blocksize must be an int"),
+                                             ({"backend": "bitsandbytes", "blocksize": 16}, "cannot quantize")])
+def test_bad_quantize_settings_leave_the_model_untouched(kwargs, message):
+    if kwargs.get("backend") == "bitsandbytes":
+        pytest.importorskip("bitsandbytes")
+    model = _tiny()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match=message):
+        qlora.quantize(model, **kwargs)
+    assert all(p.requires_grad for p in model.parameters())  # not frozen
+    assert all(type(m).__name__ != "Linear4bit" for m in model.modules())
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
