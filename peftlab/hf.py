@@ -18,11 +18,19 @@ def hf_name(name: str) -> str:
     return name if name.startswith("lm_head") else f"model.{name}"
 
 
+def _transformers():
+    """transformers, or a clear error saying how to get it (an optional dependency)."""
+    try:
+        import transformers
+    except ImportError as e:
+        raise ImportError("peftlab.hf needs transformers, an optional dependency: pip install peftlab[hf] "
+                          "(or pip install transformers)") from e
+    return transformers
+
+
 def hf_config(cfg: ModelConfig):
     """The `transformers.LlamaConfig` equivalent to a peftlab `ModelConfig`."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+    return _transformers().LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
                        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                        num_key_value_heads=cfg.n_heads, max_position_embeddings=cfg.max_seq_len,
                        rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, hidden_act="silu",
@@ -38,9 +46,7 @@ def to_hf(model: Transformer):
     >>> type(hf_model).__name__
     'LlamaForCausalLM'
     """
-    from transformers import LlamaForCausalLM
-
-    hf_model = LlamaForCausalLM(hf_config(model.config))
+    hf_model = _transformers().LlamaForCausalLM(hf_config(model.config))
     state = {hf_name(k): v.detach().float().clone() for k, v in model.state_dict().items()}
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "rotary_emb" not in k]

@@ -479,6 +479,8 @@ def load(model: nn.Module, path: str | Path, name: str = "default") -> nn.Module
         layers = _parse_peftlab(config, tensors) if fmt == "peftlab" else _parse_peft(model, config, tensors)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{path / config_file} is not a valid {fmt} LoRA adapter: {type(e).__name__}: {e}") from e
+    if not layers:
+        raise ValueError(f"{path / config_file} holds an adapter with no layers: nothing to load")
     available = _linear_layers(model)
     unknown = [n for n in layers if n not in available]
     if unknown:

@@ -186,7 +186,10 @@ def load_method(model: Transformer, path: str | Path, method: str,
     ours = {k: getattr(model.config, k) for k in base}
     if base != ours:
         raise ValueError(f"{path} was trained on a model with {base}; this model has {ours}")
-    wrapper = build(model, **settings)
+    try:
+        wrapper = build(model, **settings)
+    except TypeError as e:  # a settings key that this method's add does not take
+        raise ValueError(f"{path / config_file}: settings {sorted(settings)} are not those of {method}.add: {e}") from e
     want = {k: tuple(v.shape) for k, v in wrapper.state_dict().items() if not k.startswith("base_model.")}
     have = {k: tuple(v.shape) for k, v in tensors.items()}
     if want != have:

@@ -19,3 +19,13 @@ def test_round_trip_from_hf(tiny_model):
     assert back.config == tiny_model.config
     ids = torch.randint(0, 259, (1, 30))
     torch.testing.assert_close(back(ids), tiny_model(ids))
+
+
+def test_without_transformers_the_error_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from peftlab import hf
+    from peftlab.model import ModelConfig, Transformer
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install peftlab\[hf\]"):
+        hf.to_hf(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)))

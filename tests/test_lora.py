@@ -593,3 +593,11 @@ def test_saving_one_format_over_the_other_is_refused(model, tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")  # both formats side by side, from elsewhere
     with pytest.raises(ValueError, match="holds adapters in both formats"):
         lora.load(plain, tmp_path)
+
+
+def test_an_adapter_file_with_no_layers_is_named(model, tmp_path):
+    (tmp_path / "lora_config.json").write_text(json.dumps({"format": "peftlab-lora", "layers": {}}))
+    from safetensors.torch import save_file
+    save_file({}, tmp_path / "lora.safetensors")
+    with pytest.raises(ValueError, match="holds an adapter with no layers"):
+        lora.load(model, tmp_path)

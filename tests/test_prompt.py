@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -160,3 +162,14 @@ def test_virtual_tokens_on_a_model_with_trainable_lora_layers_are_refused(tiny_m
     with pytest.raises(ValueError, match="already holds trainable LoRALinear layers"):
         prompt.add(tiny_model, n_tokens=4)
     assert all(p.requires_grad for n, p in tiny_model.named_parameters() if "lora_" in n)  # untouched
+
+
+def test_load_with_settings_its_method_does_not_take_is_a_value_error(tiny_model, tmp_path):
+    import json
+    path = prompt.save(prompt.add(copy.deepcopy(tiny_model), n_tokens=4), tmp_path / "p")
+    cfg = json.loads((path / "prompt_config.json").read_text())
+    cfg["settings"]["n_virtual"] = 4  # not an argument of prompt.add
+    (path / "prompt_config.json").write_text(json.dumps(cfg))
+    (path / "peftlab_manifest.json").unlink()
+    with pytest.raises(ValueError, match=r"settings \[.*'n_virtual'.*\] are not those of prompt.add"):
+        prompt.load(Transformer(tiny_model.config), path)
