@@ -37,16 +37,23 @@ optimises the language-model loss alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 
 from .checks import positive_int
+from .files import check_together, write_together
 
 PLACEMENTS = {"attn": "self_attn", "mlp": "mlp"}  # placement -> the Block attribute it wraps
 NONLINEARITIES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+FILES = {"adapter": ("bottleneck_config.json", "bottleneck.safetensors"),  # kind -> (settings, weights)
+         "fusion": ("fusion_config.json", "fusion.safetensors")}
 
 
 class BottleneckAdapter(nn.Module):
@@ -302,3 +309,109 @@ def fusion_weights(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         w.last_fusion_weights = None
     model(ids)
     return torch.stack([w.last_fusion_weights for w in layers])
+
+
+# --- save and load ---------------------------------------------------------------------------------
+
+def _sites(model: nn.Module, name: str) -> dict[str, nn.Module]:
+    """'layers.<i>.<sublayer>' -> the adapter or fusion `name` there, in forward order."""
+    out = {}
+    for i, block in enumerate(_blocks(model)):
+        for attr in PLACEMENTS.values():
+            w = getattr(block, attr)
+            if isinstance(w, AdapterLayer):
+                owner = w.adapters if name in w.adapters else w.fusions if name in w.fusions else None
+                if owner is not None:
+                    out[f"layers.{i}.{attr}"] = owner[name]
+    return out
+
+
+def save(model: nn.Module, path: str | Path, name: str = "default") -> Path:
+    """Write the adapter or fusion `name` (its weights in every sublayer, its settings) to directory
+    `path` as one save (`files.write_together`, checked by `load`); the base model is not saved. A fusion
+    is saved without the adapters it fuses: save those too, and load them first.
+
+    >>> import tempfile
+    >>> from peftlab.model import ModelConfig, Transformer
+    >>> model = add(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), 4)
+    >>> sorted(p.name for p in save(model, tempfile.mkdtemp()).iterdir())
+    ['bottleneck.safetensors', 'bottleneck_config.json', 'peftlab_manifest.json']
+    """
+    _check_known(model, name)
+    sites = _sites(model, name)
+    first = next(iter(sites.values()))
+    kind = "fusion" if isinstance(first, Fusion) else "adapter"
+    placement = [p for p, attr in PLACEMENTS.items() if any(s.endswith(f".{attr}") for s in sites)]
+    if kind == "adapter":
+        act = next(k for k, cls in NONLINEARITIES.items() if isinstance(first.act, cls))
+        settings = {"bottleneck": first.down.out_features, "placement": placement, "nonlinearity": act}
+    else:
+        settings = {"adapter_names": first.adapter_names, "placement": placement}
+    cfg = model.config
+    config = {"format": f"peftlab-{kind}", "settings": settings,
+              "base": {"d_model": cfg.d_model, "n_layers": cfg.n_layers}, "sites": list(sites)}
+    tensors = {f"{site}.{k}": v.detach().cpu().contiguous() for site, m in sites.items() for k, v in m.state_dict().items()}
+    config_file, weights_file = FILES[kind]
+    return write_together(path, {weights_file: tensors_to_bytes(tensors), config_file: json.dumps(config, indent=2).encode()})
+
+
+def load(model: nn.Module, path: str | Path, name: str = "default") -> nn.Module:
+    """Add the adapter or fusion saved in `path` (by `save`) as `name`, make it active, and freeze the
+    rest, as `add` and `add_fusion` do; a fusion needs the adapters it fuses loaded first. Everything is
+    checked before the model changes: the files and their manifest, the base model's shape, every
+    tensor's name and shape. Returns `model`.
+
+    >>> import tempfile
+    >>> from peftlab.model import ModelConfig, Transformer
+    >>> cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)
+    >>> path = save(add(Transformer(cfg), 4, name="qa"), tempfile.mkdtemp(), name="qa")
+    >>> adapter_names(load(Transformer(cfg), path, name="qa"))
+    ['qa']
+    """
+    _blocks(model)
+    _check_new_name(model, name)
+    path = Path(path)
+    found = [k for k, (config_file, _) in FILES.items() if (path / config_file).is_file()]
+    if len(found) != 1 or not (path / FILES[found[0]][1]).is_file():
+        raise FileNotFoundError(f"{path} must hold one saved adapter ({' + '.join(FILES['adapter'])}) or one "
+                                f"fusion ({' + '.join(FILES['fusion'])}); found {found or 'neither'}")
+    kind = found[0]
+    config_file, weights_file = FILES[kind]
+    check_together(path, (config_file, weights_file))
+    try:
+        config = json.loads((path / config_file).read_text())
+        tensors = load_file(path / weights_file)
+        settings, base, sites = config["settings"], config["base"], config["sites"]
+    except Exception as e:  # JSON and safetensors raise their own types on a corrupt file
+        raise ValueError(f"{path} holds a corrupt {kind} file: {type(e).__name__}: {e}") from e
+    if config.get("format") != f"peftlab-{kind}":
+        raise ValueError(f"{path / config_file}: format is {config.get('format')!r}, expected 'peftlab-{kind}'")
+    ours = {"d_model": model.config.d_model, "n_layers": model.config.n_layers}
+    if base != ours:
+        raise ValueError(f"{path} was trained on a model with {base}; this model has {ours}")
+    d = model.config.d_model
+    try:
+        placement = tuple(settings["placement"])
+        if kind == "adapter":
+            make = lambda: BottleneckAdapter(d, settings["bottleneck"], settings["nonlinearity"])  # noqa: E731
+        else:
+            missing = [n for n in settings["adapter_names"] if n not in adapter_names(model)]
+            if missing:
+                raise ValueError(f"this fusion fuses the adapters {settings['adapter_names']}: load {missing} first")
+            make = lambda: Fusion(settings["adapter_names"], d)  # noqa: E731
+        want_sites = [f"layers.{i}.{PLACEMENTS[p]}" for i in range(model.config.n_layers) for p in placement]
+        want = {f"{site}.{k}": tuple(v.shape) for site in want_sites for k, v in make().state_dict().items()}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path / config_file} holds settings {settings} that {kind}s do not take: {e}") from e
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    if sites != want_sites or want != have:
+        raise ValueError(f"{path / weights_file} does not match its settings {settings}: expected tensors "
+                         f"{sorted(set(want.items()) ^ set(have.items()))[:4]} to agree")
+    if kind == "adapter":
+        add(model, settings["bottleneck"], name, placement, settings["nonlinearity"])
+    else:
+        add_fusion(model, settings["adapter_names"], name)
+    with torch.no_grad():
+        for site, m in _sites(model, name).items():
+            m.load_state_dict({k[len(site) + 1:]: v for k, v in tensors.items() if k.startswith(site + ".")})
+    return model

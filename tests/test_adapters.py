@@ -1,9 +1,12 @@
+import copy
+
 import matplotlib
 import pytest
 import torch
 
 from peftlab import adapters
 from peftlab.measure import count_parameters
+from peftlab.model import ModelConfig, Transformer
 from peftlab.evaluate import evaluate_loss
 from peftlab.explore.plots import plot_fusion_weights
 from peftlab.train import train
@@ -209,3 +212,54 @@ def test_fusion_weights_needs_an_active_fusion(tiny_model):
     adapters.add(tiny_model, 4)
     with pytest.raises(ValueError, match="no fusion is active"):
         adapters.fusion_weights(tiny_model, IDS)
+
+
+# --- save and load ---------------------------------------------------------------------------------
+
+def _trained_pair():
+    """A base and a model with two trained adapters and a fusion over them (random weights stand in)."""
+    torch.manual_seed(0)
+    base = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
+    model = copy.deepcopy(base)
+    adapters.add(model, 4, name="qa", placement=("attn", "mlp"), nonlinearity="gelu")
+    adapters.add(model, 4, name="sql", placement=("attn", "mlp"))
+    adapters.add_fusion(model, ["qa", "sql"])
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".adapters." in n or ".fusions." in n:
+                p.add_(0.05 * torch.randn_like(p))
+    return base, model
+
+
+def test_adapters_and_a_fusion_round_trip_through_files(tmp_path):
+    base, model = _trained_pair()
+    for name in ("qa", "sql", "fusion"):
+        adapters.save(model, tmp_path / name, name=name)
+    loaded = copy.deepcopy(base)
+    for name in ("qa", "sql", "fusion"):
+        adapters.load(loaded, tmp_path / name, name=name)
+    ids = torch.randint(0, 259, (2, 9), generator=torch.Generator().manual_seed(1))
+    for name in ("qa", "sql", "fusion"):
+        adapters.set_active(model, name)
+        adapters.set_active(loaded, name)
+        torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)
+    assert adapters.adapter_names(loaded) == ["qa", "sql"] and adapters.fusion_names(loaded) == ["fusion"]
+
+
+def test_adapter_load_refuses_before_changing_the_model(tmp_path):
+    base, model = _trained_pair()
+    adapters.save(model, tmp_path / "fusion", name="fusion")
+    adapters.save(model, tmp_path / "qa", name="qa")
+    target = copy.deepcopy(base)
+    with pytest.raises(ValueError, match=r"load \['qa', 'sql'\] first"):
+        adapters.load(target, tmp_path / "fusion", name="fusion")
+    wider = Transformer(ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=64))
+    with pytest.raises(ValueError, match="was trained on a model with"):
+        adapters.load(wider, tmp_path / "qa", name="qa")
+    weights = tmp_path / "qa" / "bottleneck.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))  # changed after the save
+    with pytest.raises(ValueError, match="is not the file saved with the rest"):
+        adapters.load(target, tmp_path / "qa", name="qa")
+    with pytest.raises(FileNotFoundError, match="must hold one saved adapter"):
+        adapters.load(target, tmp_path, name="qa")
+    assert adapters.adapter_names(target) == [] and all(p.requires_grad for p in target.parameters())
