@@ -318,8 +318,9 @@ def combine(model: nn.Module, weights: dict[str, float], name: str, method: str 
 
     * "cat": A = [A_1; A_2; ...], B = [s_1 B_1, s_2 B_2, ...]; rank sum r_i, B A = D exactly.
     * "svd": D truncated to `rank` by SVD (Eckart-Young: the best rank-`rank` approximation).
-    * "linear": A = sum sqrt|s_i| A_i, B = sum sign(s_i) sqrt|s_i| B_i (equal ranks needed, as
-      PEFT's "linear"). This is NOT D: B A also holds the cross terms B_i A_j, i != j.
+    * "linear": A = sum sign(s_i) sqrt|s_i| A_i, B = sum sqrt|s_i| B_i (equal ranks needed; the sign
+      on A, as PEFT's "linear", so that mixed signs give PEFT's cross terms). This is NOT D: B A also
+      holds the cross terms B_i A_j, i != j.
 
     The new adapter has alpha = r (scaling 1): the weights live in its A and B. The report holds
     each layer's relative Frobenius error ||B A - D|| / ||D||, and its max and mean.
@@ -364,8 +365,8 @@ def combine(model: nn.Module, weights: dict[str, float], name: str, method: str 
                 if len({A.shape[0] for A, _, _ in parts}) > 1:
                     raise ValueError(f"method='linear' needs adapters of equal rank; {module_name} has "
                                      f"ranks {[A.shape[0] for A, _, _ in parts]}; use 'cat' or 'svd'")
-                A_new = sum(math.sqrt(abs(s)) * A for A, _, s in parts)
-                B_new = sum(math.copysign(math.sqrt(abs(s)), s) * B for _, B, s in parts)
+                A_new = sum(math.copysign(math.sqrt(abs(s)), s) * A for A, _, s in parts)  # the sign on A, as PEFT
+                B_new = sum(math.sqrt(abs(s)) * B for _, B, s in parts)
             dtype = parts[0][0].dtype
             A_new, B_new = A_new.to(dtype), B_new.to(dtype)
             errors[module_name] = _relative_error(D, B_new.double() @ A_new.double())

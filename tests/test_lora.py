@@ -601,3 +601,35 @@ def test_an_adapter_file_with_no_layers_is_named(model, tmp_path):
     save_file({}, tmp_path / "lora.safetensors")
     with pytest.raises(ValueError, match="holds an adapter with no layers"):
         lora.load(model, tmp_path)
+
+
+@pytest.mark.parametrize("rslora", [False, True], ids=["alpha/r", "rsLoRA"])
+def test_combine_linear_matches_peft_with_mixed_signs(model, tmp_path, rslora):
+    """Task negation (a negative weight): the sign goes on A as in PEFT's add_weighted_adapter, so the
+    cross terms B_i A_j agree. With rsLoRA adapters PEFT gives the combined adapter scaling sqrt(r), not 1
+    (its new LoraConfig keeps use_rslora and lora_alpha = r): PEFT's result is then sqrt(r) x the weighted
+    sum, peftlab's is the sum itself."""
+    peft = pytest.importorskip("peft")
+    hf = pytest.importorskip("peftlab.hf")
+    base = copy.deepcopy(model)
+    for name, seed in (("a", 0), ("b", 1)):
+        lora.add(model, r=4, alpha=8, targets=("q_proj", "v_proj"), name=name, rslora=rslora)
+        torch.manual_seed(seed)
+        randomize_B(model)
+    weights = {"a": 1.0, "b": -0.5}
+    for name in weights:
+        lora.save(model, tmp_path / name, name=name, format="peft")
+    peft_model = peft.PeftModel.from_pretrained(hf.to_hf(base), tmp_path / "a", adapter_name="a")
+    peft_model.load_adapter(tmp_path / "b", adapter_name="b")
+    peft_model.add_weighted_adapter(list(weights), list(weights.values()), "ab", combination_type="linear")
+    peft_model.set_adapter("ab")
+    lora.combine(model, weights, "ab", method="linear")
+    for i in range(model.config.n_layers):
+        for proj in ("q_proj", "v_proj"):
+            ours = getattr(model.layers[i].self_attn, proj).delta_weight("ab")
+            theirs = getattr(peft_model.base_model.model.model.layers[i].self_attn, proj).get_delta_weight("ab")
+            # alpha/r: the same update; rsLoRA: PEFT's is sqrt(r) = 2 times it (its scaling should be 1)
+            torch.testing.assert_close(theirs, (2.0 if rslora else 1.0) * ours, rtol=1e-5, atol=1e-6)
+    if not rslora:
+        with torch.no_grad():
+            torch.testing.assert_close(peft_model.eval()(IDS).logits, model(IDS), rtol=0, atol=1e-4)

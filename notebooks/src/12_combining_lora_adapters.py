@@ -22,6 +22,12 @@
 # | `linear` | $A = \sum_i \sqrt{w_i s_i} A_i$, $B = \sum_i \sqrt{w_i s_i} B_i$ | $r$ (equal ranks needed) | no: cross terms $B_1 A_2$, $B_2 A_1$ |
 # | `svd` | best rank-$k$ factorisation of $\sum_i w_i \Delta W_i$ (Eckart-Young) | $k$ | up to the truncation error |
 #
+# For a negative weight (task negation), `linear` puts the sign on $A$ only, $\operatorname{sign}(w_i)\sqrt{|w_i s_i|}\,A_i$,
+# as PEFT does, so the cross terms agree with PEFT's; `tests/test_lora.py` checks both against PEFT 0.21. One
+# difference remains, and peftlab's is the right side of it: with rsLoRA adapters PEFT gives the combined adapter
+# the scaling $\alpha/\sqrt{r} = \sqrt{r}$ (its new $\alpha$ is $r$), on top of factors that already carry the
+# scales, so its update is $\sqrt{r}$ times the combination; `lora.combine` gives the new adapter scaling 1.
+#
 # PEFT also offers TIES (Yadav et al. 2023, arXiv 2306.01708: trim small entries, elect a sign per entry,
 # average the agreeing ones) and DARE (Yu et al. 2023, arXiv 2311.03099: drop entries at random and rescale the
 # rest); both try to reduce interference between the updates. They are not measured here.
