@@ -19,22 +19,35 @@ aligned with `ids` and the labels: `train`, `memory_report` and `exact_match` wo
 What the three virtual-token methods share (this file, P-tuning in `ptuning.py`, prefix tuning in
 `prefix.py`): the wrapper with its calling convention, `generate`, `disabled`, `save` and `load`,
 is in `peftlab.virtual_tokens`.
+
+Hugging Face PEFT's prompt tuning (`PromptTuningConfig`) is the same method with two differences a
+learner comparing the two will see: PEFT's forward returns logits for the n virtual positions too
+(n + seq of them; here only seq), and its "RANDOM" init draws P from N(0, 1), where "random" here
+uses the spread of the embedding table. `save(..., format="peft")` writes PEFT's files and `load`
+reads them, so a soft prompt moves between the two (tested against PEFT).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 
+from .files import check_together, write_together
 from .model import Transformer
 from .tokenizer import ByteTokenizer
-from .virtual_tokens import SoftPrompt, SoftPromptModel, attach, check_new, disabled, load_method, save
+from .virtual_tokens import SoftPrompt, SoftPromptModel, attach, check_model, check_new, disabled, load_method
+from .virtual_tokens import save as _save
 
 __all__ = ["add", "save", "load", "disabled", "num_parameters", "initial_prompt", "SoftPrompt", "SoftPromptModel",
            "INITS"]
 
 INITS = ("random", "vocab", "text")
+FORMATS = ("peftlab", "peft")
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")  # PEFT's config and weights
 VOCAB_IDS = range(32, 127)  # printable ASCII: the bytes the pre-training text is made of
 
 
@@ -96,8 +109,37 @@ def num_parameters(n_tokens: int, d_model: int) -> int:
     return n_tokens * d_model
 
 
+def save(model: SoftPromptModel, path: str | Path, format: str = "peftlab") -> Path:
+    """Write the soft prompt to directory `path` as one save (`files.write_together`). format="peft"
+    writes PEFT's prompt-tuning files (`adapter_config.json` with peft_type PROMPT_TUNING,
+    `adapter_model.safetensors` holding `prompt_embeddings`, (n, d)), which
+    `peft.PeftModel.from_pretrained` loads onto `peftlab.hf.to_hf(base)`.
+
+    >>> import tempfile
+    >>> from peftlab.model import ModelConfig, Transformer
+    >>> model = add(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)), 4)
+    >>> sorted(p.name for p in save(model, tempfile.mkdtemp(), format="peft").iterdir())
+    ['adapter_config.json', 'adapter_model.safetensors', 'peftlab_manifest.json']
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if not isinstance(model, SoftPromptModel) or model.method != "prompt":
+        raise TypeError(f"model must be a prompt-tuning model (prompt.add or prompt.load), got "
+                        f"{type(model).__name__} {getattr(model, 'method', '')!r}")
+    if format == "peftlab":
+        return _save(model, path)
+    cfg, P = model.config, model.soft_prompt.weight
+    config = {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": P.shape[0],
+              "token_dim": cfg.d_model, "num_transformer_submodules": 1, "num_attention_heads": cfg.n_heads,
+              "num_layers": cfg.n_layers, "prompt_tuning_init": "RANDOM",  # the weights below replace any init
+              "inference_mode": True}
+    weights = tensors_to_bytes({"prompt_embeddings": P.detach().cpu().contiguous()})
+    return write_together(path, {PEFT_FILES[1]: weights, PEFT_FILES[0]: json.dumps(config, indent=2).encode()})
+
+
 def load(model: Transformer, path: str | Path) -> SoftPromptModel:
-    """Wrap `model` with a soft prompt written by `save`; checked against the model first.
+    """Wrap `model` with a soft prompt written by `save` (either format) or by PEFT's prompt tuning;
+    checked against the model first.
 
     >>> import tempfile
     >>> from peftlab.model import ModelConfig, Transformer
@@ -106,4 +148,26 @@ def load(model: Transformer, path: str | Path) -> SoftPromptModel:
     >>> load(Transformer(cfg), path).n_tokens
     4
     """
-    return load_method(model, path, "prompt", _build)
+    path = Path(path)
+    if not (path / PEFT_FILES[0]).is_file():
+        return load_method(model, path, "prompt", _build)
+    check_model(model)
+    if (path / "prompt_config.json").is_file():
+        raise ValueError(f"{path} holds a soft prompt in both formats (prompt_config.json and {PEFT_FILES[0]}); "
+                         f"keep one of them")
+    check_together(path, PEFT_FILES)
+    try:
+        config = json.loads((path / PEFT_FILES[0]).read_text())
+        P = load_file(path / PEFT_FILES[1])["prompt_embeddings"]
+    except Exception as e:  # JSON, safetensors and a missing key raise their own types
+        raise ValueError(f"{path} holds no readable PEFT prompt-tuning adapter: {type(e).__name__}: {e}") from e
+    if config.get("peft_type") != "PROMPT_TUNING":
+        raise ValueError(f"{path / PEFT_FILES[0]} is a PEFT {config.get('peft_type')!r} adapter, not prompt tuning "
+                         f"(a LORA adapter loads with lora.load)")
+    if config.get("num_transformer_submodules", 1) != 1 or tuple(P.shape) != (P.shape[0], model.config.d_model):
+        raise ValueError(f"{path}: prompt_embeddings {tuple(P.shape)} for {config.get('num_transformer_submodules')} "
+                         f"submodules do not fit this decoder-only model of d_model={model.config.d_model}")
+    wrapper = _build(model, P.shape[0])
+    with torch.no_grad():
+        wrapper.soft_prompt.weight.copy_(P)
+    return attach(wrapper)

@@ -173,3 +173,24 @@ def test_load_with_settings_its_method_does_not_take_is_a_value_error(tiny_model
     (path / "peftlab_manifest.json").unlink()
     with pytest.raises(ValueError, match=r"settings \[.*'n_virtual'.*\] are not those of prompt.add"):
         prompt.load(Transformer(tiny_model.config), path)
+
+
+def test_a_soft_prompt_moves_between_peftlab_and_peft(tmp_path):
+    """PEFT's format both ways: PEFT's logits hold the n virtual positions first; the real ones agree."""
+    peft = pytest.importorskip("peft")
+    hf = pytest.importorskip("peftlab.hf")
+    torch.manual_seed(0)
+    base = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_seq_len=64))
+    ours = prompt.add(copy.deepcopy(base), n_tokens=5, init="vocab")
+    prompt.save(ours, tmp_path / "to_peft", format="peft")
+    theirs = peft.PeftModel.from_pretrained(hf.to_hf(copy.deepcopy(base)), tmp_path / "to_peft").eval()
+    x = ids_of("hello")
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(input_ids=x).logits[:, 5:], ours(x), rtol=0, atol=1e-4)
+        theirs.prompt_encoder["default"].embedding.weight.normal_()  # a prompt PEFT trained
+    theirs.save_pretrained(tmp_path / "from_peft")
+    back = prompt.load(copy.deepcopy(base), tmp_path / "from_peft")
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), theirs(input_ids=x).logits[:, 5:], rtol=0, atol=1e-4)
+    with pytest.raises(TypeError, match="prompt-tuning model"):
+        prompt.save(base, tmp_path / "x", format="peft")
