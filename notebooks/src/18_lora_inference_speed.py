@@ -80,8 +80,9 @@ with torch.no_grad():
     for r, (merged, unmerged) in models.items():
         diff = (merged(ids) - unmerged(ids)).abs().max().item()
         changed = (unmerged(ids) - base(ids)).abs().max().item()
-        print(f"r={r:>2}: merged vs unmerged max |logit difference| {diff:.1e} (< 1e-3: {diff < 1e-3}); "
-              f"the adapter changes the logits: {changed > 1e-2}")
+        # the bound, not the float-rounding residue itself (its last digits depend on the instruction set)
+        print(f"r={r:>2}: merged vs unmerged max |logit difference| below 1e-4: {diff < 1e-4}; "
+              f"the adapter changes the logits (by more than 1e-2): {changed > 1e-2}")
 
 # %% [markdown]
 # "Same shapes by construction": `lora.unload` folds the adapter in and removes the wrappers, leaving a model
