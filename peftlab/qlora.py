@@ -234,6 +234,10 @@ def quantize(model: nn.Module, quant_type: str = "nf4", double_quant: bool = Tru
             raise ValueError(f"bitsandbytes' CPU kernel dequantizes wrongly when a row is not whole "
                              f"blocks of {blocksize}; layers {ragged[:3]} have in_features not divisible "
                              f"by {blocksize}: use backend='reference' (same codes) or a CUDA device")
+    not_finite = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
+    if not_finite:
+        raise ValueError(f"layers {not_finite[:3]} hold NaN or inf weights, which quantization would spread "
+                         f"over their whole block; fix the model first")
     too_small = [n for n, m in layers.items() if m.weight.numel() < blocksize]
     if too_small:
         raise ValueError(f"layers {too_small[:3]} have fewer than blocksize={blocksize} weights")

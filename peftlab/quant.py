@@ -196,6 +196,10 @@ def _check_quant_args(w, quant_type, blocksize, double_quant) -> None:
                          f"use one of {[b for b in BLOCKSIZES if b <= w.numel()]}")
     if not isinstance(double_quant, bool):
         raise TypeError(f"double_quant must be True or False, got {double_quant!r}")
+    if not torch.isfinite(w).all():  # one NaN or inf would make its whole block (with its absmax) NaN
+        bad = (~torch.isfinite(w)).nonzero()[0].tolist()
+        raise ValueError(f"w must be finite: it holds {int((~torch.isfinite(w)).sum())} NaN or inf values "
+                         f"(the first at index {bad}), and 4-bit codes cannot hold them")
 
 
 def quantize_4bit(w: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,

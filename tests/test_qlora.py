@@ -225,3 +225,16 @@ def test_bad_quantize_settings_leave_the_model_untouched(kwargs, message):
     assert all(p.requires_grad for p in model.parameters())  # not frozen
     assert all(type(m).__name__ != "Linear4bit" for m in model.modules())
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_nan_weight_is_refused_before_quantizing():
+    model = _tiny()
+    with torch.no_grad():
+        model.layers[0].mlp.up_proj.weight[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="hold NaN or inf weights"):
+        qlora.quantize(model)
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen, nothing swapped
+    w = torch.randn(64, 64)
+    w[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="w must be finite: it holds 1 NaN or inf values"):
+        quant.quantize_4bit(w)
