@@ -37,14 +37,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from peftlab import count_parameters, data, load_base, memory_report, methods, prefix, prompt, scale, studies
-from peftlab.evaluate import evaluate_loss
 from peftlab.explore.plots import CATEGORIES, stacked_bars
 from peftlab.explore.report import mib, table
 from peftlab.explore.studies import (at_step_table, claim_table, final_table, plot_bands, plot_live,
                                      plot_sweep, steps_view)
 from peftlab.measure import interleaved_samples, paired_ratio, train_step_fn
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import collate, train
+from peftlab.train import collate
 
 torch.manual_seed(0)
 device = scale.device()  # "cpu" unless PEFTLAB_SCALE=gpu; the study itself runs anywhere (`--device cuda`)
@@ -147,18 +146,14 @@ display(final_table(results))
 # %% [markdown]
 # ## A live run, checked against the study
 #
-# One point of the study, trained here: LoRA, seed 0, at the study's chosen learning rate, for the first 100
-# steps, the same lines the study runs. It must land inside the band where one more seed's run is expected (the
-# study's 95% prediction interval at step 100). Its numbers vary a little from machine to machine, so nbval does
-# not compare them; the next cell checks that they fall inside the band.
+# One point of the study, trained here: LoRA, seed 0, at the study's chosen learning rate, for the first 100 steps,
+# by the study's own training code (`studies.live_run`). It must land inside the band where one more seed's run is
+# expected (the study's 95% prediction interval at step 100). Its numbers vary a little from machine to machine, so
+# nbval does not compare them; the next cell checks that they fall inside the band.
 
 # %%
 LIVE, SEED, LIVE_STEPS = "lora", 0, 100
-lr = results["runs"][LIVE]["lr"]
-torch.manual_seed(SEED)
-tuned = methods.prepare(model, "lora", **study.method(LIVE).options)
-train(tuned, qa["train"], steps=LIVE_STEPS, lr=lr, batch_size=study.batch_size, seed=SEED, progress=False)
-live = evaluate_loss(tuned, qa["test"], loss_on="response")
+tuned, live = studies.live_run(results, LIVE, LIVE_STEPS, model, seed=SEED)  # the study's own training code
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))

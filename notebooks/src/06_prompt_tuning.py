@@ -42,12 +42,11 @@ import copy
 import matplotlib.pyplot as plt
 import torch
 
-from peftlab import count_parameters, data, load_base, methods, prompt, studies
-from peftlab.evaluate import complete, evaluate_loss
+from peftlab import count_parameters, data, load_base, prompt, studies
+from peftlab.evaluate import complete
 from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
 from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import train
 
 torch.manual_seed(0)
 device = "cpu"  # the compared outputs are CPU runs; the study itself runs anywhere (`--device cuda`)
@@ -145,18 +144,14 @@ display(final_table(results))
 # ## A live run, checked against the study
 #
 # One point of the study, trained here: prompt tuning with 20 tokens, seed 0, at the study's chosen learning rate,
-# for the first 100 steps, the same four lines the study runs. It must land inside the band where one more seed's
-# run is expected (the study's 95% prediction interval at step 100). Its numbers vary a little from machine to
-# machine, so nbval does not compare them; the next cell checks that they fall inside the band.
+# for the first 100 steps, by the study's own training code (`studies.live_run`). It must land inside the band where
+# one more seed's run is expected (the study's 95% prediction interval at step 100). Its numbers vary a little from
+# machine to machine, so nbval does not compare them; the next cell checks that they fall inside the band.
 
 # %%
 LIVE, SEED, LIVE_STEPS = "prompt20", 0, 100
 qa = data.qa_task()
-lr = results["runs"][LIVE]["lr"]
-torch.manual_seed(SEED)
-tuned = methods.prepare(model, "prompt", **study.method(LIVE).options)
-train(tuned, qa["train"], steps=LIVE_STEPS, lr=lr, batch_size=study.batch_size, seed=SEED, progress=False)
-live = evaluate_loss(tuned, qa["test"], loss_on="response")
+tuned, live = studies.live_run(results, LIVE, LIVE_STEPS, model, seed=SEED)  # the study's own training code
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -48,7 +48,7 @@ from peftlab.explore.report import table
 from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
 from peftlab.rank_sweep import adapter_bytes, closed_form_parameters, subspace_similarity
 from peftlab.tokenizer import ByteTokenizer
-from peftlab.train import collate, train
+from peftlab.train import collate
 
 torch.manual_seed(0)
 device = scale.device()  # "cpu" unless PEFTLAB_SCALE=gpu; the study itself runs anywhere (`--device cuda`)
@@ -136,17 +136,7 @@ display(final_table(results))
 LIVE_STEPS = 100
 
 
-def live_run(label, seed, steps=LIVE_STEPS):
-    """One point of the study: `label` at the study's chosen rate, `seed`, the first `steps` steps."""
-    torch.manual_seed(seed)
-    m = methods.prepare(base, "lora", **study.method(label).options)
-    train(m, qa["train"], steps=steps, lr=results["runs"][label]["lr"], batch_size=study.batch_size, seed=seed,
-          progress=False)
-    return m
-
-
-r8 = live_run("qv8", 0)
-live = evaluate_loss(r8, qa["test"], loss_on="response")
+r8, live = studies.live_run(results, "qv8", LIVE_STEPS, base, seed=0)  # the study's own training code
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -184,7 +174,8 @@ print(f"the live run lies inside the study's band at step {LIVE_STEPS}: [{low:.2
 
 
 # %%
-r8b, r64 = live_run("qv8", 1), live_run("qv64", 0)
+r8b, _ = studies.live_run(results, "qv8", LIVE_STEPS, base, seed=1)
+r64, _ = studies.live_run(results, "qv64", LIVE_STEPS, base, seed=0)
 
 
 def lora_A(model):

@@ -49,7 +49,6 @@ from peftlab.explore.report import table
 from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
 from peftlab.forgetting import Method
 from peftlab.studies import answer_loss
-from peftlab.train import train
 
 torch.manual_seed(0)
 device = scale.device()  # "cpu" unless PEFTLAB_SCALE=gpu; the study itself runs anywhere (`--device cuda`)
@@ -142,11 +141,7 @@ display(table(rows, ["task, method", "share of full fine-tuning's loss reduction
 
 # %%
 LIVE, SEED, LIVE_STEPS = "qv8", 0, 100
-lr = results["runs"][LIVE]["lr"]
-torch.manual_seed(SEED)
-tuned = methods.prepare(base, "lora", **study.method(LIVE).options)
-train(tuned, dna["train"], steps=LIVE_STEPS, lr=lr, batch_size=study.batch_size, seed=SEED, progress=False)
-live = evaluate_loss(tuned, dna["test"])
+tuned, live = studies.live_run(results, LIVE, LIVE_STEPS, base, seed=SEED)  # the study's own training code
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))
