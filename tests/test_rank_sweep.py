@@ -191,3 +191,22 @@ def test_widget_refuses_bad_settings_without_starting(small):
     w.ranks.value = ()
     w.run_button.click()
     assert not w.running and w._thread is None and "ranks is empty" in w.status.value
+
+
+def test_widget_status_counts_the_runs_steps_not_the_moved_slider(small):
+    w = RankSweep(small, ranks=(1,), steps=10, redraw_every=1)
+    w.start()
+    w.steps.value = 175  # moved while the sweep runs
+    w.join(timeout=60)
+    seen = w.run_settings["steps"]
+    assert seen == 10 and w.error is None
+    w._on_step(1, 10, 1.0)  # the status a step of this run writes
+    assert "step 10/10" in w.status.value
+
+
+def test_widget_says_when_a_rank_diverges(small):
+    w = RankSweep(small, ranks=(1,), steps=5)
+    w._on_step(1, 3, float("nan"))
+    assert "r=1 diverged</b> at step 3" in w.status.value and "lower the learning rate" in w.status.value
+    w._on_step(1, 4, float("nan"))
+    assert "at step 3" in w.status.value and w.diverged == {1: 3}

@@ -80,6 +80,8 @@ class RankSweep:
         self.stop_button.on_click(lambda _: self.stop())
         self.rows: list[dict] = []
         self.curves: dict[int, list[float]] = {}
+        self.run_settings: dict = self.settings()  # those of the running (or last) sweep, not the live controls
+        self.diverged: dict[int, int] = {}  # rank -> the first step whose loss was NaN or infinite
         self.error: Exception | None = None
         self.stopped = False
         self._stop = threading.Event()
@@ -109,6 +111,7 @@ class RankSweep:
             self.status.value = f"<b>cannot run:</b> {e}"
             return
         self.rows, self.curves, self.error, self.stopped = [], {}, None, False
+        self.run_settings, self.diverged = settings, {}
         self._stop.clear()
         self.run_button.disabled, self.stop_button.disabled = True, False
         self.table.value = ""
@@ -141,8 +144,15 @@ class RankSweep:
 
     def _on_step(self, r: int, step: int, loss: float) -> None:
         self.curves.setdefault(r, []).append(loss)
-        if step % self.redraw_every == 0 or step == 1:
-            self.status.value = f"training r={r}: step {step}/{self.steps.value}, loss {loss:.3f}"
+        steps = self.run_settings["steps"]  # the run's, even if the slider moved since
+        if not math.isfinite(loss) and r not in self.diverged:
+            self.diverged[r] = step
+        if r in self.diverged:
+            self.status.value = (f"<b>r={r} diverged</b> at step {self.diverged[r]} (loss {loss}): lower the "
+                                 f"learning rate ({self.run_settings['lr']:.0e} with {self.run_settings['scaling']})")
+            self._draw()
+        elif step % self.redraw_every == 0 or step == 1:
+            self.status.value = f"training r={r}: step {step}/{steps}, loss {loss:.3f}"
             self._draw()
 
     def _on_result(self, row: dict) -> None:
