@@ -19,6 +19,20 @@ LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "lo
           "fact_match": "facts completed (greedy)"}
 
 
+def describe(results: dict) -> str:
+    """The lines a notebook prints above its study: id, seeds, evaluation sets, status, run time, the budget
+    rule, and each method with its options and the learning rates it swept."""
+    study = studies.get(results["id"])
+    sizes = results["eval_sizes"]
+    lines = [f"{study.id}: {len(study.seeds)} seeds, eval sets {sizes['val']} val / {sizes['test']} test items, "
+             f"status {studies.status(study)}, {results['wall_time_s'] / 60:.0f} min on {results['threads']} "
+             f"{results['device']} threads", f"budget: {results['budget_rule']}"]
+    width = max(len(m.label) for m in study.methods)
+    for m in study.methods:
+        lines.append(f"  {m.label:{width}} {m.name:7} {dict(m.options)}  lrs {m.lrs}"
+                     + (f"  trained on the first {m.n_train} examples" if m.n_train else ""))
+    return "\n".join(lines)
+
 def claim_evidence(claim: dict) -> evidence.Evidence:
     """`evidence.compare` on a stored claim's per-seed values, with its declared kind and margin; the
     verdict must be the one stored with the results (else the file and the code disagree).

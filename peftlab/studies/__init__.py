@@ -818,6 +818,23 @@ def live_point_inside(results: dict, method: str, step: int, value: float, metri
 
 
 
+def require_inside(results: dict, method: str, step: int, value: float, metric: str = "answer_loss",
+                   split: str = "test") -> str:
+    """`live_point_inside` as a check for a notebook's live run: raises AssertionError, saying where the
+    run landed, when it left the study's band; else returns a sentence naming the band (not the live value,
+    which varies a little from machine to machine).
+
+    >>> seeds = [{"curve": {"step": [0, 10], "test": {"answer_loss": [3.0, v]}}} for v in (1.0, 1.2, 1.1)]
+    >>> require_inside({"runs": {"lora": {"seeds": seeds}}}, "lora", 10, 1.15)
+    "the live run lies inside the study's band for lora at step 10: [0.603, 1.6]"
+    """
+    inside, message = live_point_inside(results, method, step, value, metric, split)
+    if not inside:
+        raise AssertionError(f"the live run left the study's band: {message}; rerun the study or look for a "
+                             f"regression")
+    _, low, high = band(results, method, metric, split, interval="run").at(step)
+    return f"the live run lies inside the study's band for {method} at step {step}: [{low:.3g}, {high:.3g}]"
+
 def live_run(results: dict, method: str, steps: int, base: nn.Module, *, seed: int = 0) -> tuple[nn.Module, float]:
     """One point of a study, trained here by the study's own code: `method` at the learning rate the study
     chose, `seed`, for its first `steps` steps (one of the study's evaluation steps), on a copy of `base`.
