@@ -161,6 +161,15 @@ def check_precision(precision: str, device: torch.device) -> None:
                          "on this device use precision='bf16'")
 
 
+class NonFiniteLoss(ValueError):
+    """Training diverged: the loss of step `step` is NaN or infinite (raised before that step's update)."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"the loss became {loss} at step {step}: training diverged (a learning rate too high, "
+                         f"or NaN/inf weights or inputs); the model keeps the weights of step {step - 1}")
+        self.step, self.loss = step, loss
+
+
 def _as_batches(data, batch_size: int, loss_on: str, seed: int) -> Iterator[Batch]:
     if isinstance(data, (str, bytes)):
         raise ValueError("data must be a list of Examples or documents (or an iterator of (ids, labels) batches), "
@@ -183,7 +192,8 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
     `data` is a list of `Example`s (or documents) batched here, or an iterator of (ids, labels).
     The effective batch is `batch_size * grad_accum`. `schedule` is "constant" or "cosine"
     (after `warmup_steps` of linear warm-up). `on_step(step, loss)` is called after every
-    optimizer step (1-based), for logging or a live plot.
+    optimizer step (1-based), for logging or a live plot. A NaN or infinite loss stops training
+    with `NonFiniteLoss` before that step's update, so NaN never spreads into the weights.
 
     >>> from peftlab import load_base, data
     >>> model = load_base()
@@ -245,6 +255,8 @@ def train(model: torch.nn.Module, data: Sequence[Example | str] | Iterable[Batch
                 (scaler.scale(loss) if scaler else loss).backward()
                 total += loss.item()
                 history.tokens += int((labels != IGNORE).sum())
+            if not math.isfinite(total):
+                raise NonFiniteLoss(history.steps + 1, total)
             if scaler:
                 scaler.unscale_(opt)
             if max_grad_norm is not None:

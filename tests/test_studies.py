@@ -333,3 +333,23 @@ def test_every_shipped_study_is_fresh(study_id):
             continue
         ev = compare(c["a_values"], c["b_values"], claim=c["kind"], margin=c["margin"], paired=c["paired"])
         assert (ev.verdict, ev.n) == (c["verdict"], c["n_seeds"]), c["id"]
+
+
+def test_a_diverging_rate_is_recorded_and_never_chosen(checkpoints, tmp_path, monkeypatch):
+    """A rate at which training diverges (train raises NonFiniteLoss at the first NaN loss; here forced at
+    lr 0.3): the sweep records null, the rate is never chosen and never counts as training."""
+    from peftlab.train import NonFiniteLoss
+    real = studies.train
+
+    def diverges_at_03(model, data, *, lr, **kwargs):
+        if lr == 0.3:
+            raise NonFiniteLoss(2, float("nan"))
+        return real(model, data, lr=lr, **kwargs)
+
+    monkeypatch.setattr(studies, "train", diverges_at_03)
+    studies.run(toy_study(), directory=tmp_path, checkpoints=checkpoints, progress=False)
+    results = json.loads((tmp_path / "toy.json").read_text())  # as written: a diverged value is null
+    grid = results["sweep"]["prompt"]["grid"]
+    assert [g["lr"] for g in grid] == [0.1, 0.3] and grid[1]["val"] == [None] and grid[1]["mean"] is None
+    assert results["sweep"]["prompt"]["best_lr"] == 0.1
+    assert studies.sweep_width(results["sweep"], "prompt", 1e9) == [1]  # the diverged rate never counts

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from peftlab import data
 from peftlab.data import Example
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.evaluate import evaluate_loss, exact_match
@@ -102,3 +103,15 @@ def test_a_failure_inside_training_restores_mode_and_checkpointing(tiny_model):
               progress=False)
     assert not tiny_model.training
     assert not any(block.checkpoint for block in tiny_model.layers)  # switched on for the run, off again
+
+
+def test_a_non_finite_loss_stops_training_before_nan_reaches_the_weights(tiny_model):
+    from peftlab.train import NonFiniteLoss
+    with torch.no_grad():
+        tiny_model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")  # a NaN weight makes every loss NaN
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    with pytest.raises(NonFiniteLoss, match="the loss became nan at step 1"):
+        train(tiny_model, data.qa_task()["train"][:8], steps=3, lr=1e-3, batch_size=4, progress=False)
+    for n, p in tiny_model.named_parameters():  # no update was made
+        torch.testing.assert_close(p, before[n], rtol=0, atol=0, equal_nan=True)
+

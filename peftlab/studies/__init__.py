@@ -59,7 +59,7 @@ from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
 from ..checks import int_at_least, positive_int, positive_number
 from ..evaluate import evaluate_loss, greedy_accuracy, ranking_accuracy
 from ..evidence import CLAIMS, compare, t_quantile
-from ..train import train
+from ..train import NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
@@ -575,6 +575,16 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
               progress=False, on_step=after_step)
     except _Stop:
         pass
+    except NonFiniteLoss as e:  # diverged: kept in the record, never scored as if it had trained
+        record["diverged_at_step"] = e.step
+        if curve:  # the rest of the curve is missing: NaN (null in the file)
+            want = len(_eval_steps(steps if stop_after is None else min(stop_after, steps), study.eval_every,
+                                   study.eval_steps))
+            for s in SPLITS:
+                for f, values in record["curve"][s].items():
+                    values.extend([math.nan] * (want - len(values)))
+            record["curve"]["step"] = _eval_steps(steps if stop_after is None else min(stop_after, steps),
+                                                  study.eval_every, study.eval_steps)
     record["wall_time_s"] = round(time.perf_counter() - start, 2)
     return model, record
 
@@ -608,10 +618,11 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
                 per_seed, also = [], {f: [] for f in study.sweep_metrics}
                 for seed in study.sweep_seeds_of(m.label):
                     bar.set_postfix_str(f"sweep {m.label} lr={lr:g} seed={seed}")
-                    model, _ = _one_run(base, m, lr, seed, study, splits, curve=False, tick=bar.update)
-                    per_seed.append(round(score(model, splits["val"]), 6))
+                    model, rec = _one_run(base, m, lr, seed, study, splits, curve=False, tick=bar.update)
+                    diverged = "diverged_at_step" in rec
+                    per_seed.append(math.nan if diverged else round(score(model, splits["val"]), 6))
                     for f in study.sweep_metrics:  # measured, never used to choose
-                        also[f].append(round(METRICS[f][0](model, _data(f, "val", splits)), 6))
+                        also[f].append(math.nan if diverged else round(METRICS[f][0](model, _data(f, "val", splits)), 6))
                 grid.append({"lr": lr, "val": per_seed, "mean": round(statistics.fmean(per_seed), 6),
                              **({"also": also} if also else {})})
             worst = math.inf if goal == "min" else -math.inf  # a diverged rate (NaN) is never chosen
@@ -624,7 +635,8 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
             for seed in study.seeds:
                 bar.set_postfix_str(f"{m.label} lr={lr:g} seed={seed}")
                 model, record = _one_run(base, m, lr, seed, study, splits, curve=True, tick=bar.update)
-                record["final"] = {f: round(METRICS[f][0](model, _data(f, "test", splits)), 6) for f in study.finals}
+                record["final"] = {f: math.nan if "diverged_at_step" in record else
+                                   round(METRICS[f][0](model, _data(f, "test", splits)), 6) for f in study.finals}
                 c = record["curve"]
                 record["plateau_step"] = plateau_step(c["step"], c["val"][study.metric], goal, study.plateau,
                                                       study.plateau_window)
