@@ -39,7 +39,7 @@ import torch
 from peftlab import count_parameters, data, load_base, memory_report, methods, prefix, prompt, scale, studies
 from peftlab.explore.plots import CATEGORIES, stacked_bars
 from peftlab.explore.report import mib, table
-from peftlab.explore.studies import (at_step_table, claim_table, final_table, plot_bands, plot_live,
+from peftlab.explore.studies import (at_step_table, claim_table, describe, final_table, plot_bands, plot_live,
                                      plot_sweep, steps_view)
 from peftlab.measure import interleaved_samples, paired_ratio, train_step_fn
 from peftlab.tokenizer import ByteTokenizer
@@ -113,12 +113,7 @@ plt.show()
 # %%
 results = studies.load_results("02_peft")  # refuses a file whose config or base model differs from today's
 study = studies.get("02_peft")
-print(f"{results['id']}: {len(study.seeds)} seeds, eval sets {results['eval_sizes']['val']} val / "
-      f"{results['eval_sizes']['test']} test questions, status {studies.status(study)}, "
-      f"{results['wall_time_s'] / 60:.0f} min on {results['threads']} {results['device']} threads")
-print("budget:", results["budget_rule"])
-for m in study.methods:
-    print(f"  {m.label:9} {m.name:9} {dict(m.options)}  lrs {m.lrs}")
+print(describe(results))
 
 # %%
 fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4))
@@ -157,15 +152,12 @@ tuned, live = studies.live_run(results, LIVE, LIVE_STEPS, model, seed=SEED)  # t
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))
-b = plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C1")
+plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C1")
 plt.show()
 print(f"live run: test answer loss {live:.3f} after {LIVE_STEPS} steps")
 
 # %%
-inside, message = studies.live_point_inside(results, LIVE, LIVE_STEPS, live)
-assert inside, f"the live run left the study's band: {message}; rerun the study or look for a regression"
-mean, low, high = b.at(LIVE_STEPS)
-print(f"the live run lies inside the study's band at step {LIVE_STEPS}: [{low:.2f}, {high:.2f}]")
+print(studies.require_inside(results, LIVE, LIVE_STEPS, live))
 
 # %% [markdown]
 # ## Step time: does PEFT train faster?

@@ -44,7 +44,7 @@ import torch
 
 from peftlab import count_parameters, data, load_base, prompt, studies
 from peftlab.evaluate import complete
-from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
+from peftlab.explore.studies import claim_table, describe, final_table, plot_bands, plot_live, plot_sweep
 from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 from peftlab.tokenizer import ByteTokenizer
 
@@ -111,12 +111,7 @@ print(f"greedy continuation: {gen_soft!r} vs {gen_text!r}")
 # %%
 results = studies.load_results("06_prompt")  # refuses a file whose config or base model differs from today's
 study = studies.get("06_prompt")
-print(f"{results['id']}: {len(study.seeds)} seeds, eval sets {results['eval_sizes']['val']} val / "
-      f"{results['eval_sizes']['test']} test questions, status {studies.status(study)}, "
-      f"{results['wall_time_s'] / 60:.0f} min on {results['threads']} {results['device']} threads")
-print("budget:", results["budget_rule"])
-for m in study.methods:
-    print(f"  {m.label:15} {m.name:8} {dict(m.options)}  lrs {m.lrs}")
+print(describe(results))
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
@@ -155,15 +150,12 @@ tuned, live = studies.live_run(results, LIVE, LIVE_STEPS, model, seed=SEED)  # t
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))
-b = plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C0")
+plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C0")
 plt.show()
 print(f"live run: test answer loss {live:.3f} after {LIVE_STEPS} steps")
 
 # %%
-inside, message = studies.live_point_inside(results, LIVE, LIVE_STEPS, live)
-assert inside, f"the live run left the study's band: {message}; rerun the study or look for a regression"
-mean, low, high = b.at(LIVE_STEPS)
-print(f"the live run lies inside the study's band at step {LIVE_STEPS}: [{low:.2f}, {high:.2f}]")
+print(studies.require_inside(results, LIVE, LIVE_STEPS, live))
 
 # %% [markdown]
 # What the 100-step prompt answers (for comparison, the study's runs go on to 400 steps):

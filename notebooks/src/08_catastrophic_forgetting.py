@@ -18,56 +18,57 @@
 # per layer); it does not stop it moving. So the short answer is true in one narrow sense: `lora.disabled(model)`
 # gives the base model back exactly. Of the *adapted* model it promises nothing.
 #
-# Biderman et al. (2024, "LoRA Learns Less and Forgets Less", arXiv 2405.09673) measured this properly on
-# Llama-2-7B trained on code and math: LoRA reaches a lower accuracy on the new domain than full fine-tuning
-# (it *learns less*), and it keeps more of the base model's abilities (it *forgets less*). The way to compare
-# the two is not one setting of each, but the **trade-off curve**: new-domain performance against old-knowledge
-# performance over learning rates and training lengths. They find that the two methods lie close to one
-# curve, LoRA at the learn-less, forget-less end; at matched new-domain performance LoRA is not a free lunch.
-# They also find that the weight updates of full fine-tuning are far from low rank: the rank needed to explain
-# 90% of the update's variance is 10-100 times the ranks LoRA is usually run with.
+# Biderman et al. (2024, "LoRA Learns Less and Forgets Less", arXiv 2405.09673) measured this on Llama-2-7B trained
+# on code and math: LoRA reaches a lower accuracy on the new domain than full fine-tuning (§4.1, it *learns less*)
+# and keeps more of the base model's abilities (§4.2, it *forgets less*). Plotted as forgetting against learning,
+# over training durations, the two "seem to occupy the same Pareto curve" (§4.3, Fig. 4), LoRA at the learn-less,
+# forget-less end: forgetting less is the price of learning less, not a free gift. They also find that full
+# fine-tuning's weight updates are far from low rank: 10-100 times the ranks LoRA is usually run with (§4.5).
 #
-# This notebook measures the same curves on peftlab's base model:
+# This notebook measures the same three things on peftlab's base model, in a study with five seeds:
 #
 # - **new domain**: `data.dna_task()`, DNA-like "genes" built from motifs, each followed by its reverse
-#   complement. No such text is in the pre-training corpus. Measure: mean next-token loss on held-out sequences.
-# - **old knowledge**: `data.fact_completion()`, the facts the base model learned in pre-training ("Tevel lives
-#   in" → " Varn."). Measure: exact-match accuracy of greedy completion.
+#   complement; no such text is in the pre-training corpus. Training sees whole sequences. Learning is measured
+#   on the **reverse complement** only (`studies.rc_loss`): it is fully predictable from the gene, so its loss can
+#   go towards 0, while a model that has only learned the four-letter alphabet sits at $\ln 4 = 1.386$ nats.
+# - **old knowledge**: the 480 facts the base model learned in pre-training ("Tevel lives in" → " Ostrel").
+#   Two measures: **ranked first** (`studies.fact_rank`): the true value is the most likely of every value its
+#   attribute takes (12 to 16 candidates, chance about 7%); and **completed** (`studies.fact_match`): greedy
+#   decoding writes it. The first tells a lost fact from one the model still knows but no longer says first,
+#   because its output has been taken over by DNA letters.
 # - **methods**: full fine-tuning, and LoRA with $r = 8$ on every linear layer (`all-linear`, $\alpha = 2r$ as in
-#   Biderman et al.).
-# - **the curve**: one training run per (method, learning rate), probed every few steps through `train()`'s
-#   `on_step` callback, so a whole curve costs one run. `peftlab.forgetting` holds the pieces.
+#   Biderman et al.), each at its own learning rate.
 
 # %%
 import statistics
-import torch
+
 import matplotlib.pyplot as plt
-from peftlab import data, load_base, lora, scale
+import torch
+
+from peftlab import data, load_base, lora, studies
 from peftlab import forgetting
-from peftlab.forgetting import Method, Probe
 from peftlab.evaluate import complete
-from peftlab.explore.forgetting import TradeoffExplorer, plot_curves
-from peftlab.explore.report import table, claim_check
+from peftlab.explore.forgetting import TradeoffExplorer
+from peftlab.explore.report import table
+from peftlab.explore.studies import (claim_table, describe, final_table, plot_bands, plot_live, plot_sweep,
+                                     plot_sweep_tradeoff, plot_tradeoff)
 
 torch.manual_seed(0)
-GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
-device = "cuda" if GPU else "cpu"
-# CPU: 2 cores, under a minute for the whole notebook. GPU: longer runs, bigger probes, more learning rates.
-STEPS, EVERY, BATCH = (200, 10, 16) if GPU else (48, 12, 4)
-N_DOMAIN, N_FACTS = (244, 480) if GPU else (24, 120)
-
+device = "cpu"  # the compared outputs are CPU runs; the study itself runs anywhere (`--device cuda`)
 base = load_base(device=device)
 dna = data.dna_task()
-probe = Probe(dna["val"][:N_DOMAIN], forgetting.fact_subset(N_FACTS))
-start = probe(base)
-print(f"DNA sequences: {len(dna['train'])} train / {len(dna['val'])} val / {len(dna['test'])} test")
+facts = studies.fact_splits()
+start = {"rc_loss": studies.rc_loss(base, dna["test"]), "fact_rank": studies.fact_rank(base, facts["test"]),
+         "fact_match": studies.METRICS["fact_match"][0](base, facts["test"])}
+print(f"DNA sequences: {len(dna['train'])} train / {len(dna['val'])} val / {len(dna['test'])} test; "
+      f"facts: {len(facts['val'])} val / {len(facts['test'])} test")
 print("example:", dna["train"][0])
-print(f"base model: DNA val loss {start['domain_loss']:.3f} nats/byte on {N_DOMAIN} sequences, "
-      f"fact completion {start['old_accuracy']:.1%} on {N_FACTS} facts")
+print(f"base model on the test sets: reverse-complement loss {start['rc_loss']:.3f} nats, facts ranked first "
+      f"{start['fact_rank']:.1%}, completed {start['fact_match']:.1%}")
 
 # %% [markdown]
-# The base model has never seen a gene, and its loss on them is very high: it predicts English-like bytes with
-# confidence. It completes most facts; that is what we will watch.
+# The base model has never seen a gene: its loss on the reverse complement is far above the $\ln 4$ of a model that
+# knows only the alphabet. It knows the facts, which is what we will watch.
 
 # %%
 gene = dna["val"][0]
@@ -77,93 +78,118 @@ print("truth:         ", gene[len(prompt):])
 print("base continues:", repr(complete(base, [prompt], len(gene) - len(prompt))[0]))
 
 # %% [markdown]
-# ## Run it: one curve per (method, learning rate)
+# ## The study: learning and forgetting on the same runs
 #
-# Each run fine-tunes a fresh copy of the base model on the DNA train split at a constant learning rate and
-# probes it at step 0 and every few steps: DNA validation loss on a fixed subset of sequences, and fact completion
-# on a fixed random subset of the 480 facts (`forgetting.greedy_accuracy`: the same count as `exact_match`, in one
-# forward pass). The learning rates span each method's usual range; LoRA is usually run at a higher one.
+# Declared in `peftlab/studies/learn_forget.py` and run once by `python -m peftlab.studies run 08_forgetting` (its
+# results ship with peftlab). Each method sweeps five learning rates (both reach down to 1e-4) for 100 steps with
+# two seeds, and its rate is chosen on the validation reverse-complement loss; the facts are measured at the end of
+# every sweep run too, but never used for the choice. Then five seeds train 200 steps at that rate, probed densely
+# early (steps 0, 2, 4, 6, 8, 12, 16, 24, 32, then every 50), because forgetting is fast. The claims and their
+# margins were written into the study before it ran.
 
 # %%
-METHODS = {"full FT": Method("full"), "LoRA r=8": Method("lora", r=8)}
-LRS = {"full FT": [1e-4, 1e-3], "LoRA r=8": [3e-4, 1e-3, 3e-3]}
-if GPU:
-    METHODS["LoRA r=64"] = Method("lora", r=64)
-    LRS = {"full FT": [3e-5, 1e-4, 3e-4, 1e-3], "LoRA r=8": [3e-4, 1e-3, 3e-3], "LoRA r=64": [3e-4, 1e-3]}
-curves = {name: [forgetting.run(base, m, dna["train"], probe, lr=lr, steps=STEPS, every=EVERY, batch_size=BATCH,
-                              start=start, keep_model=True)  # models kept for the rank analysis below
-                 for lr in LRS[name]] for name, m in METHODS.items()}
-print("DNA val loss / fact completion at steps", [p["step"] for p in curves["full FT"][0].points])
-for group in curves.values():
-    for c in group:
-        print(f"{c.label:32s}", " ".join(f"{p['domain_loss']:5.2f}/{p['old_accuracy']:4.0%}" for p in c.points))
+results = studies.load_results("08_forgetting")  # refuses a file whose config or base model differs from today's
+study = studies.get("08_forgetting")
+print(describe(results))
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+plot_sweep(ax1, results)
+ax1.axhline(1.386, color="gray", ls=":", lw=1, label="ln 4: the alphabet only")
+ax1.legend(fontsize=7)
+plot_sweep_tradeoff(ax2, results, "fact_rank")
+plt.tight_layout()
+plt.show()
+display(final_table(results))
 
 # %% [markdown]
-# Each row reads along one run. Now the picture: each line is one run, its points the probes; further right means
-# a lower DNA loss (learned more), higher means forgot less. The dotted line is the base model.
+# The left panel is the sweep the learning rates come from (validation reverse-complement loss after 100 steps, one
+# dot per seed, the chosen rate circled); the right one is the same sweep runs seen as a trade-off, facts ranked
+# first against that loss, each rate labelled. Full fine-tuning learns fastest at 3e-4 and LoRA at 3e-3, neither at
+# an edge of its grid. Over learning rates full fine-tuning lies above LoRA at every loss both reach: at 3e-5 it is
+# at about 1.0 nats with 89% of the facts, where LoRA at 3e-4 is at 1.28 nats with 83%; to learn as much as full
+# fine-tuning at 1e-4 (0.5 nats) LoRA needs 3e-3, where it keeps about 13%. No run plateaued within 200 steps.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 4.5))
-plot_curves(ax, [c for g in curves.values() for c in g], base_accuracy=start["old_accuracy"])
-ax.set_xscale("log")  # the first steps cut the loss many times over; the comparison lives at the low end
-ax.set_xticks([10, 5, 3, 2, 1.5, 1, 0.7], labels=["10", "5", "3", "2", "1.5", "1", "0.7"])
-ax.minorticks_off()
-ax.set_title("Learning vs forgetting on a new domain (DNA), measured")
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+for ax, metric in zip(axes, ("rc_loss", "fact_rank", "fact_match")):
+    plot_bands(ax, results, metric=metric)
+    ax.set_xscale("symlog", linthresh=10)  # the first 32 steps are probed densely
+axes[0].set_yscale("log")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## Measure: the one-setting view, then the matched view
+# Both methods learn the reverse complement (the left panel, on a log scale) and both forget, but at different
+# speeds. LoRA's facts collapse within the first dozen steps at its rate: from 95% ranked first at step 0 to about
+# 13% at step 12 on the first seed, and greedy completion (right) goes to 0% and stays near it. Full fine-tuning at
+# its rate loses them slowly, about 95% to 71-78% after 200 steps. The gap between the two measures is the hijacked
+# output: once greedy completion answers in DNA letters it scores 0, while the ranking still finds some facts.
 #
-# The usual comparison takes each method at the end of a run at the same learning rate and number of steps:
+# The picture Biderman et al. draw, one point per probe: facts ranked first against the new-domain loss, along
+# training, thin lines for the seeds and the mean thick.
 
 # %%
-SAME_LR = 1e-3
-ends = {n: next(c for c in curves[n] if c.lr == SAME_LR).final for n in ("full FT", "LoRA r=8")}
-rows = [("base model", "-", 0, f"{start['domain_loss']:.3f}", f"{start['old_accuracy']:.1%}")]
-rows += [(n, f"{SAME_LR:g}", e["step"], f"{e['domain_loss']:.3f}", f"{e['old_accuracy']:.1%}") for n, e in ends.items()]
-lora_model = next(c for c in curves["LoRA r=8"] if c.lr == SAME_LR).model
-with lora.disabled(lora_model):  # the frozen W0 alone: the one sense in which nothing was lost
-    off = probe(lora_model)
-rows.append(("LoRA r=8, adapter disabled", f"{SAME_LR:g}", ends["LoRA r=8"]["step"], f"{off['domain_loss']:.3f}",
-             f"{off['old_accuracy']:.1%}"))
-display(table(rows, ["method", "lr", "steps", "DNA val loss", "fact completion"]))
+fig, ax = plt.subplots(figsize=(7.5, 4.2))
+plot_tradeoff(ax, results, "rc_loss", "fact_rank")
+ax.axvline(1.386, color="gray", ls=":", lw=1)
+for level in (1.0, 0.5):
+    ax.axvline(level, color="k", ls="--", lw=0.6)
+plt.show()
 
 # %% [markdown]
-# At one learning rate and one number of steps, full fine-tuning learned more *and* forgot more; with the adapter
-# switched off, the LoRA model is the base model again, to the last digit. That alone does not
-# say which method gives the better trade-off: full fine-tuning also moved further. The fair comparison reads both
-# methods at the **same DNA loss**: for each loss level that both methods reach, take from each method the best fact
-# accuracy any of its runs keeps when it first gets there (linear interpolation between the two probes that
-# bracket the level). The levels run from the lowest loss the less-learning method reached to twice that loss.
+# ## Live runs, checked against the study
+#
+# Two points of the study, trained here: full fine-tuning and LoRA, seed 0, each at the rate the study chose, for
+# the first 50 steps. Each must land inside the band where one more seed's run is expected (the study's 95%
+# prediction interval at step 50), on the new-domain loss and on the facts ranked first. Their numbers vary a little
+# from machine to machine, so nbval does not compare them; the cell after the plots checks that they fall inside the
+# bands. The two trained models are kept for the rank analysis below.
 
 # %%
-rows = forgetting.matched(curves, n=5, span=2.0)
-display(table([(f"{r['domain_loss']:.3f}", *(f"{r[n]:.1%}" for n in curves), f"{r['LoRA r=8'] - r['full FT']:+.1%}")
-               for r in rows], ["DNA val loss (matched)", *(f"{n} keeps" for n in curves), "LoRA r=8 - full FT"]))
-gap, verdict = forgetting.verdict(rows, "LoRA r=8", "full FT", tolerance=0.03)
-reach = {n: forgetting.lowest_loss(g) for n, g in curves.items()}
-print("lowest DNA val loss reached:", ", ".join(f"{n} {v:.3f}" for n, v in reach.items()))
-print(f"mean gap at matched DNA loss (LoRA r=8 - full FT): {gap:+.1%} -> {verdict}")
+LIVE_STEPS, SEED = 50, 0
+live = {}
+for m in ("full", "lora"):
+    model, value = studies.live_run(results, m, LIVE_STEPS, base, seed=SEED)
+    live[m] = {"model": model, "rc_loss": value, "fact_rank": studies.fact_rank(model, facts["test"])}
+
+# %% tags=["nbval-ignore-output"]
+fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+for i, m in enumerate(("full", "lora")):
+    for j, metric in enumerate(("rc_loss", "fact_rank")):
+        plot_live(axes[2 * i + j], results, m, LIVE_STEPS, live[m][metric], metric=metric, seed=SEED, colour=f"C{i}")
+        axes[2 * i + j].set_xscale("symlog", linthresh=10)
+plt.tight_layout()
+plt.show()
+for m in live:
+    print(f"live {m}: test reverse-complement loss {live[m]['rc_loss']:.3f}, facts ranked first "
+          f"{live[m]['fact_rank']:.1%} after {LIVE_STEPS} steps")
+
+# %%
+for m in live:
+    for metric in ("rc_loss", "fact_rank"):
+        print(studies.require_inside(results, m, LIVE_STEPS, live[m][metric], metric=metric), f"({metric})")
 
 # %% [markdown]
-# Read the trade-off plot and this table together. LoRA at the learning rates it is usually run at lost most of the
-# facts on its way down to the DNA losses in this table, while full fine-tuning at a small learning rate got there and
-# kept nearly all of them; LoRA at its smallest learning rate forgot little, but only because it had learned little.
-# Freezing the base limits how far the model moves per step and in total; it does not make the path it takes a
-# kinder one. A likely reason why LoRA forgot so fast here (a guess this notebook does not test): the base model's
-# loss on DNA is enormous, so the first updates are large whatever is trained, and a rank-8 update has only a few
-# directions to put them in.
+# The one sense in which LoRA forgets nothing: switch the adapter off and the frozen $W_0$ answers again, the base
+# model to the last digit.
+
+# %%
+with lora.disabled(live["lora"]["model"]):
+    off = studies.fact_rank(live["lora"]["model"], facts["test"])
+print(f"facts ranked first: base {start['fact_rank']:.1%}, LoRA after {LIVE_STEPS} steps "
+      f"{live['lora']['fact_rank']:.1%}, the same model with its adapter disabled {off:.1%}")
 
 # %% [markdown]
 # ## Why full fine-tuning can go further: the rank of the update
 #
 # LoRA's update of a layer is $\Delta W = \frac{\alpha}{r} BA$, rank at most $r$ by construction. Full fine-tuning's
-# update $\Delta W = W_\text{tuned} - W_0$ has no such limit. Following Biderman et al. (section 5), count the singular
-# values needed to explain 90% of $\sum_i \sigma_i^2$ of one layer's update, for the runs at the shared learning rate,
-# and set it beside LoRA's $r$ and a Gaussian random matrix of the same shape (which needs most of its directions).
+# update $\Delta W = W_\text{tuned} - W_0$ has no such limit. Following Biderman et al. (§4.5), count the singular
+# values needed to explain 90% of $\sum_i \sigma_i^2$ of each layer's update, for the two live runs (one seed, 50
+# steps: a description of these two runs, not a verdict), and set it beside LoRA's $r$.
 
 # %%
-full_model, lora_model = (next(c for c in curves[n] if c.lr == SAME_LR).model for n in ("full FT", "LoRA r=8"))
+full_model, lora_model = live["full"]["model"], live["lora"]["model"]
 adapted = [n for n, m in lora_model.named_modules() if isinstance(m, lora.LoRALinear)]  # 7 per block x 4 blocks
 ranks = {n: (forgetting.effective_rank(forgetting.weight_delta(full_model, base, n)),
              forgetting.effective_rank(forgetting.weight_delta(lora_model, base, n))) for n in adapted}
@@ -174,92 +200,77 @@ for kind in dict.fromkeys(n.rsplit(".", 1)[-1] for n in adapted):
     rows.append((kind, shape, min(shape), ", ".join(str(ranks[n][0]) for n in layers),
                  ", ".join(str(ranks[n][1]) for n in layers)))
 display(table(rows, ["layer (blocks 0-3)", "shape (out, in)", "largest possible rank",
-                     f"full FT, lr {SAME_LR:g}: rank for 90%", f"LoRA r=8, lr {SAME_LR:g}: rank for 90%"]))
+                     f"full FT, {LIVE_STEPS} steps: rank for 90%", f"LoRA r=8, {LIVE_STEPS} steps: rank for 90%"]))
 full_rank = statistics.median(r for r, _ in ranks.values())
 lora_rank = statistics.median(r for _, r in ranks.values())
-ratio = full_rank / METHODS["LoRA r=8"].r
-print(f"median over the {len(adapted)} layers: full FT needs {full_rank:g} directions for 90% of its update's variance, "
-      f"LoRA's update {lora_rank:g} (of r = 8); full FT / r = {ratio:.1f}x")
+print(f"median over the {len(adapted)} layers: full FT needs {full_rank:g} directions for 90% of its update's "
+      f"variance, LoRA's update {lora_rank:g} (of r = 8); full FT / r = {full_rank / 8:.1f}x")
 
 # %% [markdown]
-# Full fine-tuning's update already uses more directions than LoRA's in every kind of layer, but after a few dozen
-# steps it is nowhere near full rank, and the ratio to $r$ is far from Biderman et al.'s 10-100x. Their updates came
-# from up to billions of tokens, and they report that the rank of the update grows as training goes on; a short run
-# on a small model measures the early end of that. The trained LoRA update, for its part, does not even use all of
-# its $r = 8$ directions.
+# The table describes the two 50-step live runs only (one seed each): a first look at Biderman et al.'s rank
+# argument, not a verdict. LoRA's update is capped at rank 8 by construction; full fine-tuning's is not, and the
+# numbers above say how many directions it used in 50 steps.
 #
-# The spectrum of one layer's update, with a Gaussian random matrix of the same shape for scale (a matrix with no
-# structure needs most of its directions):
-
-# %%
-LAYER = "layers.1.mlp.down_proj"
-deltas = {f"full FT, lr {SAME_LR:g}": forgetting.weight_delta(full_model, base, LAYER),
-          f"LoRA r=8, lr {SAME_LR:g}": forgetting.weight_delta(lora_model, base, LAYER),
-          "random (Gaussian)": torch.randn(base.get_submodule(LAYER).weight.shape, generator=torch.Generator().manual_seed(0))}
-fig, ax = plt.subplots(figsize=(6.5, 3.2))
-for k, d in deltas.items():
-    s2 = torch.linalg.svdvals(d.double()) ** 2
-    ax.plot(range(1, len(s2) + 1), (s2.cumsum(0) / s2.sum()).numpy(), label=f"{k} (90% at {forgetting.effective_rank(d)})")
-ax.axhline(0.9, color="grey", lw=0.8, ls=":")
-ax.set_xscale("log"); ax.set_xlabel("number of singular directions"); ax.set_ylabel("share of variance")
-ax.set_title(f"Spectrum of the update of {LAYER}"); ax.legend(fontsize=8)
-plt.show()
-
-# %% [markdown]
 # ## Claim check
+#
+# Each row is one claim of the study, with the margin it declared before running: the difference of the two
+# methods' means over five seeds each, its 95% Welch interval, and the verdict `peftlab.evidence.compare` reads off
+# it (the cell recomputes every verdict from the per-seed values in the results file). The matched rows read each
+# run's facts at the first probe where its validation reverse-complement loss reaches the level, interpolating
+# between the two probes around it.
 
 # %%
-lora_min = min(p["old_accuracy"] for c in curves["LoRA r=8"] for p in c.points)
-display(claim_check([
-    ("PEFT prevents forgetting (the frozen base keeps the knowledge)",
-     "Biderman et al. 2024: LoRA forgets less, not nothing",
-     f"LoRA r=8 fact completion {start['old_accuracy']:.0%} → as low as {lora_min:.0%} along its runs",
-     "does not hold" if lora_min < start["old_accuracy"] - 0.05 else "holds here"),
-    ("LoRA learns less", "Biderman et al.: below full FT on the target domain (code, math)",
-     f"lowest DNA val loss: full FT {reach['full FT']:.3f}, LoRA r=8 {reach['LoRA r=8']:.3f}",
-     reach["LoRA r=8"] > reach["full FT"]),
-    ("LoRA forgets less (same lr, same steps)", "Biderman et al.: keeps more of the source-domain abilities",
-     f"lr {SAME_LR:g}, {STEPS} steps: facts {ends['full FT']['old_accuracy']:.0%} (full FT) vs "
-     f"{ends['LoRA r=8']['old_accuracy']:.0%} (LoRA)", ends["LoRA r=8"]["old_accuracy"] > ends["full FT"]["old_accuracy"]),
-    ("so LoRA gives the better learning-forgetting trade-off", "Biderman et al.: the two lie near one trade-off curve",
-     f"at matched DNA loss, LoRA r=8 - full FT = {gap:+.1%} on average",
-     ("holds: " if gap > 0.03 else "does not hold: " if gap < -0.03 else "neither: ") + verdict),
-    ("full FT's updates have 10-100x the rank of LoRA's", "Biderman et al. section 5 (rank for 90% of variance)",
-     f"median over {len(adapted)} layers: {full_rank:g} vs r = 8 ({ratio:.1f}x), after {STEPS} steps",
-     "holds" if 10 <= ratio else f"higher, but {ratio:.1f}x here" if ratio > 1 else "does not hold"),
-]))
+display(claim_table(results))
 
 # %% [markdown]
+# Read against the paper. **LoRA learns less** holds: at each one's own best rate LoRA ends 0.15 nats above full
+# fine-tuning on the reverse complement. **LoRA forgets less** does not hold here, by a wide margin: it ends with
+# 65 points fewer facts ranked first. **The same trade-off curve** does not hold either: at the same validation loss
+# (1.0 or 0.5 nats) LoRA keeps about 70 points fewer facts, far outside the declared 10 points. So on this model the
+# short answer is wrong twice over: freezing the base did not protect the facts, and LoRA at the learning rate that
+# makes it learn fastest forgot more than full fine-tuning at its own.
+#
+# Why this differs from Biderman et al., as hypotheses this notebook does not test: they trained Llama-2-7B on
+# billions of tokens of code and math, here a 3.3M-parameter model trains 200 steps on DNA; the base model's loss on
+# DNA starts at 14 nats, so the first updates are large whatever is trained, and at its best rate (3e-3, ten times
+# full fine-tuning's) a rank-8 update puts them into a few directions of every layer; and a small model has little
+# room for the new domain next to the old facts. The sweep shows the practical lesson either way: forgetting follows the learning rate
+# more than the method, and LoRA at a gentle rate forgets little only because it learns little.
+#
 # ## Explore: add your own run to the trade-off plot
 #
 # Pick full fine-tuning or LoRA (rank, targets), a learning rate and a number of steps, and press the button: one
-# run is trained and probed along the way, and its curve joins the ones above. Try full fine-tuning at a small
-# learning rate: does it land above or below LoRA's curve at the same DNA loss? Try LoRA with $r = 1$ or on
-# $q, v$ only: how far right can it get?
+# run is trained and probed along the way (the reverse-complement loss on 64 validation genes, the facts ranked
+# first on 80 test facts), and its curve joins the plot. Try full fine-tuning at 1e-5: does it land above or below
+# LoRA's curve at the same loss? Try LoRA with $r = 1$ or on $q, v$ only: how far left can it get?
+
+# %%
+probe = forgetting.Probe(dna["val"][:64], facts["test"][:80], domain_metric=studies.rc_loss,
+                         old_metric=studies.fact_rank)
+explorer = TradeoffExplorer(base, probe=probe, batch_size=study.batch_size)
+print("explorer probe on the base model:", {k: round(v, 3) for k, v in probe(base).items()})
 
 # %% tags=["nbval-skip"]
-explorer = TradeoffExplorer(base, curves=[c for g in curves.values() for c in g], probe=probe, batch_size=BATCH)
 explorer.show()
 
 # %% [markdown]
 # ## Takeaways for the interview
 #
-# - "PEFT prevents forgetting" is too strong. The frozen base is recoverable (disable the adapter), but the adapted
-#   model forgets; here LoRA's fact completion collapsed at its usual learning rates as it learned the new domain.
-# - LoRA **learns less and forgets less** (Biderman et al. 2024): at the same learning rate and steps it moves the
-#   model less, for better and worse.
-# - Judge the trade-off, not one point: plot new-domain quality against old-knowledge quality over learning rates and
-#   steps, and compare at matched new-domain quality. The verdict computed above is this notebook's answer on this
-#   model (full fine-tuning at a small learning rate had the better trade-off); the paper's answer at 7B is that the
-#   two methods lie close to one curve. Neither supports "LoRA prevents forgetting".
-# - Full fine-tuning's updates have a higher rank than LoRA's, increasingly so with longer training (Biderman et al.);
-#   a rank-$r$ adapter cannot represent them, one reason it cannot go as far on a domain far from pre-training
-#   (notebook 20).
+# - "PEFT prevents forgetting" is wrong. The frozen base is recoverable (disable the adapter), but the adapted model
+#   forgets; here LoRA lost most facts within a dozen steps at its best learning rate.
+# - Biderman et al. 2024 find that LoRA learns less *and* forgets less, and that the two methods lie near one
+#   trade-off curve. Measured here with five seeds: LoRA learned less (holds) but forgot more, and its curve lay
+#   far below full fine-tuning's at matched new-domain loss. The method does not settle the question; measure it.
+# - Compare at matched new-domain quality, over learning rates and training length, with a metric that tells lost
+#   knowledge from hijacked output (a ranking among candidates, not only greedy exact match).
+# - Full fine-tuning's updates have a higher rank than LoRA's (Biderman et al. §4.5); a rank-$r$ adapter cannot
+#   represent them, one reason it cannot go as far on a domain far from pre-training (notebook 20).
 #
 # **Follow-up questions to expect**
-# - *How would you reduce forgetting with full fine-tuning?* A lower learning rate or fewer steps (move along the
-#   curve), mixing in pre-training-like data (replay), or regularising towards $W_0$ (e.g. EWC, Kirkpatrick et al. 2017).
-# - *Which LoRA settings forget more?* Whatever lets it move further per step or in total: a higher learning rate (as
-#   measured here), and plausibly a higher rank and more target modules; try them in the explorer above.
-# - *How do you measure forgetting in practice?* Keep held-out evaluations of the base model's abilities (general
-#   benchmarks, the base's own tasks) next to the new task's, before and after, at several settings.
+# - *How would you reduce forgetting?* A lower learning rate or fewer steps (moving along the curve), mixing in
+#   pre-training-like data (replay), or regularising towards $W_0$ (e.g. EWC, Kirkpatrick et al. 2017).
+# - *Which LoRA settings forget more?* Whatever lets it move further per step or in total: a higher learning rate
+#   (as the sweep shows), and plausibly a higher rank and more target modules; try them in the explorer above.
+# - *How do you measure forgetting in practice?* Keep held-out evaluations of the base model's abilities next to
+#   the new task's, before and after, at several settings; prefer scoring that cannot be hijacked by the new
+#   output format.

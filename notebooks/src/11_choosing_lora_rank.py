@@ -45,7 +45,7 @@ import torch
 from peftlab import data, load_base, lora, methods, scale, studies
 from peftlab.evaluate import evaluate_loss
 from peftlab.explore.report import table
-from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
+from peftlab.explore.studies import claim_table, describe, final_table, plot_bands, plot_live, plot_sweep
 from peftlab.rank_sweep import adapter_bytes, closed_form_parameters, subspace_similarity
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.train import collate
@@ -86,11 +86,7 @@ display(table(rows, ["rank", "trainable", "r (d_in + d_out), summed", "adapter f
 # %%
 results = studies.load_results("11_rank")  # refuses a file whose config or base model differs from today's
 study = studies.get("11_rank")
-print(f"{results['id']}: {len(study.seeds)} seeds, eval sets {results['eval_sizes']['val']} val / "
-      f"{results['eval_sizes']['test']} test questions, status {studies.status(study)}, "
-      f"{results['wall_time_s'] / 60:.0f} min on {results['threads']} {results['device']} threads")
-for m in study.methods:
-    print(f"  {m.label:8} {dict(m.options)}  lrs {m.lrs}")
+print(describe(results))
 
 # %%
 fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4))
@@ -140,15 +136,12 @@ r8, live = studies.live_run(results, "qv8", LIVE_STEPS, base, seed=0)  # the stu
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))
-b = plot_live(ax, results, "qv8", LIVE_STEPS, live, colour="C1")
+plot_live(ax, results, "qv8", LIVE_STEPS, live, colour="C1")
 plt.show()
 print(f"live run: test answer loss {live:.3f} after {LIVE_STEPS} steps")
 
 # %%
-inside, message = studies.live_point_inside(results, "qv8", LIVE_STEPS, live)
-assert inside, f"the live run left the study's band: {message}; rerun the study or look for a regression"
-mean, low, high = b.at(LIVE_STEPS)
-print(f"the live run lies inside the study's band at step {LIVE_STEPS}: [{low:.2f}, {high:.2f}]")
+print(studies.require_inside(results, "qv8", LIVE_STEPS, live))
 
 # %% [markdown]
 # ## Do rank 8 and rank 64 learn the same directions?

@@ -37,7 +37,7 @@ import torch
 
 from peftlab import count_parameters, load_base, prompt, ptuning, scale, studies
 from peftlab.explore.report import table
-from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep, width_table
+from peftlab.explore.studies import claim_table, describe, final_table, plot_bands, plot_live, plot_sweep, width_table
 from peftlab.explore.virtual_tokens import VirtualTokenExplorer
 from peftlab.studies.ptuning_encoders import SUCCESS
 
@@ -85,11 +85,7 @@ display(table([(name, f"{n:,}", f"{f:,}", f"{100 * n / total:.1f}%", f"{N_TOKENS
 # %%
 results = studies.load_results("17_ptuning")  # refuses a file whose config or base model differs from today's
 study = studies.get("17_ptuning")
-print(f"{results['id']}: {len(study.seeds)} seeds, eval sets {results['eval_sizes']['val']} val / "
-      f"{results['eval_sizes']['test']} test questions, status {studies.status(study)}, "
-      f"{results['wall_time_s'] / 60:.0f} min on {results['threads']} {results['device']} threads")
-for m in study.methods:
-    print(f"  {m.label:7} {m.name:8} {dict(m.options)}  lrs {m.lrs}")
+print(describe(results))
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
@@ -127,15 +123,12 @@ trained, live = studies.live_run(results, LIVE, LIVE_STEPS, model, seed=SEED)  #
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.2))
-b = plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C2")
+plot_live(ax, results, LIVE, LIVE_STEPS, live, seed=SEED, colour="C2")
 plt.show()
 print(f"live run: test answer loss {live:.3f} after {LIVE_STEPS} steps")
 
 # %%
-inside, message = studies.live_point_inside(results, LIVE, LIVE_STEPS, live)
-assert inside, f"the live run left the study's band: {message}; rerun the study or look for a regression"
-mean, low, high = b.at(LIVE_STEPS)
-print(f"the live run lies inside the study's band at step {LIVE_STEPS}: [{low:.2f}, {high:.2f}]")
+print(studies.require_inside(results, LIVE, LIVE_STEPS, live))
 
 # %% [markdown]
 # ## Drop the encoder: cache its output

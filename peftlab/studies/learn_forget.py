@@ -29,8 +29,9 @@ Declared before any run:
 * claims: the final values at each method's own rate, and the facts kept where each run's val `rc_loss`
   first reaches 1.0 and 0.5 nats (`on="matched"`), Welch 95% intervals, margins in `STUDY.claims`.
 
-Run time: about 25 minutes on 2 idle cores (4,000 training steps at about 0.2 s, and 130 probes of the
-facts at about 3 s):
+Run time: 3,166 s (53 minutes) on 2 cores, over the 30-minute aim: 4,000 training steps at about 0.2 s, and 130
+probes of the facts (240 test facts ranked among their 12 to 16 candidates: about 3,400 scored continuations each),
+which take most of the time; part of the run shared the cores with notebook builds:
 
     python -m peftlab.studies run 08_forgetting
 
