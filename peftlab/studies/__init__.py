@@ -578,13 +578,10 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
     except NonFiniteLoss as e:  # diverged: kept in the record, never scored as if it had trained
         record["diverged_at_step"] = e.step
         if curve:  # the rest of the curve is missing: NaN (null in the file)
-            want = len(_eval_steps(steps if stop_after is None else min(stop_after, steps), study.eval_every,
-                                   study.eval_steps))
+            record["curve"]["step"] = _eval_steps(min(stop_after or steps, steps), study.eval_every, study.eval_steps)
             for s in SPLITS:
-                for f, values in record["curve"][s].items():
-                    values.extend([math.nan] * (want - len(values)))
-            record["curve"]["step"] = _eval_steps(steps if stop_after is None else min(stop_after, steps),
-                                                  study.eval_every, study.eval_steps)
+                for values in record["curve"][s].values():
+                    values.extend([math.nan] * (len(record["curve"]["step"]) - len(values)))
     record["wall_time_s"] = round(time.perf_counter() - start, 2)
     return model, record
 
@@ -734,18 +731,15 @@ def weigh(claim: Claim, runs: dict, sweep: dict | None = None) -> dict:
         return {**out, "verdict": "not computed", "reason": str(e), "estimate": None, "low": None, "high": None,
                 "n_seeds": min(len(a), len(b))}
     if claim.on == "sweep_width":
-        return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
-                "n_seeds": ev.n, "df": ev.df, "text": str(ev),
-                "budget_note": f"counted on the sweep: {sweep[claim.a]['steps']} steps per rate"}
-    if claim.on == "matched":
-        return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
-                "n_seeds": ev.n, "df": ev.df, "text": str(ev),
-                "budget_note": f"read where each run's val {sweep[claim.a]['metric']} first reaches {claim.success:g}"}
-    unplateaued = [m for m in (claim.a, claim.b) if runs[m]["plateau_step"] is None]
+        note = f"counted on the sweep: {sweep[claim.a]['steps']} steps per rate"
+    elif claim.on == "matched":
+        note = f"read where each run's val {sweep[claim.a]['metric']} first reaches {claim.success:g}"
+    else:
+        unplateaued = [m for m in (claim.a, claim.b) if runs[m]["plateau_step"] is None]
+        note = (f"no plateau within the budget for {', '.join(unplateaued)}: the verdict is about that budget, "
+                f"not about converged runs") if unplateaued else ""
     return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
-            "n_seeds": ev.n, "df": ev.df, "text": str(ev),
-            "budget_note": (f"no plateau within the budget for {', '.join(unplateaued)}: the verdict is about "
-                            f"that budget, not about converged runs") if unplateaued else ""}
+            "n_seeds": ev.n, "df": ev.df, "text": str(ev), "budget_note": note}
 
 
 # --- using the results ----------------------------------------------------------------------------------
@@ -829,7 +823,6 @@ def live_point_inside(results: dict, method: str, step: int, value: float, metri
                     f"seeds)")
 
 
-
 def require_inside(results: dict, method: str, step: int, value: float, metric: str = "answer_loss",
                    split: str = "test") -> str:
     """`live_point_inside` as a check for a notebook's live run: raises AssertionError, saying where the
@@ -840,12 +833,13 @@ def require_inside(results: dict, method: str, step: int, value: float, metric: 
     >>> require_inside({"runs": {"lora": {"seeds": seeds}}}, "lora", 10, 1.15)
     "the live run lies inside the study's band for lora at step 10: [0.603, 1.6]"
     """
-    inside, message = live_point_inside(results, method, step, value, metric, split)
-    if not inside:
+    _, low, high = band(results, method, metric, split, interval="run").at(step)
+    if not low <= value <= high:
+        message = live_point_inside(results, method, step, value, metric, split)[1]
         raise AssertionError(f"the live run left the study's band: {message}; rerun the study or look for a "
                              f"regression")
-    _, low, high = band(results, method, metric, split, interval="run").at(step)
     return f"the live run lies inside the study's band for {method} at step {step}: [{low:.3g}, {high:.3g}]"
+
 
 def live_run(results: dict, method: str, steps: int, base: nn.Module, *, seed: int = 0) -> tuple[nn.Module, float]:
     """One point of a study, trained here by the study's own code: `method` at the learning rate the study
@@ -864,13 +858,12 @@ def live_run(results: dict, method: str, steps: int, base: nn.Module, *, seed: i
     if steps not in at:
         raise ValueError(f"steps must be one of the study's evaluation steps {at}, got {steps!r}")
     splits = _splits(study)
-    if steps <= study.sweep_steps:  # no probes on the way: the same steps, only the one measurement at the end
-        model, _ = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, splits, curve=False,
-                            stop_after=steps)
-        return model, round(METRICS[study.metric][0](model, splits["test"]), 6)
-    model, record = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, splits, curve=True,
+    curve = steps > study.sweep_steps  # within a sweep run's length: no probes on the way, one measurement
+    model, record = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, splits, curve=curve,
                              stop_after=steps)
-    return model, record["curve"]["test"][study.metric][-1]
+    return model, (record["curve"]["test"][study.metric][-1] if curve
+                   else round(METRICS[study.metric][0](model, splits["test"]), 6))
+
 
 # --- the cheap replica ----------------------------------------------------------------------------------
 
