@@ -3,7 +3,8 @@
     python -m peftlab.bench lora                  # LoRA vs full fine-tuning, vs Hugging Face PEFT, inference
     python -m peftlab.bench lora --rounds 30      # more repeats on a noisy machine
     python -m peftlab.bench lora --no-peft        # skip the PEFT rows
-    python -m peftlab.bench memory                # bytes and step time of every method / full fine-tuning
+    python -m peftlab.bench memory                # bytes and step time of every method / full fine-tuning,
+                                                  # and each method's measured peak against its categories
 
 A subcommand builds a list of `Row`s (a ratio, what it divides, and an optional limit that makes it
 PASS or FAIL) and `format_table` prints them. Times come from `interleaved_samples`, which alternates
@@ -216,7 +217,7 @@ def _peft_rows(base: nn.Module, batch: torch.Tensor, rounds: int, warmup: int) -
 # through the MLP, P-tuning with 20 tokens from an LSTM encoder. "full" is the reference.
 MEMORY_METHODS = tuple(methods.BUILDERS)
 
-MEMORY_CATEGORIES = ("weights", "gradients", "optimizer", "activations", "total")
+MEMORY_CATEGORIES = ("weights", "gradients", "optimizer", "activations", "total")  # total: accounted
 
 
 def memory_rows(base: nn.Module, batch: torch.Tensor, names: Sequence[str] = MEMORY_METHODS,
@@ -243,10 +244,83 @@ def memory_rows(base: nn.Module, batch: torch.Tensor, names: Sequence[str] = MEM
     for name in models:
         if name == "full":
             continue
-        rows += [ratio_row(f"{name} / full: {cat}", reports[name][cat], reports["full"][cat], mib)
+        rows += [ratio_row(f"{name} / full: {'accounted total' if cat == 'total' else cat}", reports[name][cat],
+                           reports["full"][cat], mib)
                  for cat in MEMORY_CATEGORIES]
         rows.append(timing_row(f"{name} / full: train step", samples, name, "full"))
     return rows
+
+
+# --- the measured peak -------------------------------------------------------------------------
+
+PEAK_TOLERANCE = 0.10  # the goal: the categories live at the peak explain the measured peak within 10%
+
+
+@dataclass(frozen=True)
+class PeakRow:
+    """One step of one method: the accounted total, the categories at the measured peak, the peak."""
+
+    method: str
+    checkpointing: bool
+    step: str  # "first" (Adam's state is created in it) or "later"
+    accounted: int
+    at_peak: int  # bytes the profiler put in a category at the peak
+    peak: int
+
+    @property
+    def ratio(self) -> float:
+        return self.at_peak / self.peak
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if abs(self.ratio - 1) <= PEAK_TOLERANCE else "FAIL"
+
+
+def peak_rows(base: nn.Module, batch: torch.Tensor, names: Sequence[str] = MEMORY_METHODS) -> list[PeakRow]:
+    """Each method with and without gradient checkpointing, on its first and on a later step: one
+    profiled step each (`memory_report(..., profile=True)`).
+
+    >>> from peftlab import ModelConfig, Transformer
+    >>> rows = peak_rows(Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64)),
+    ...                  torch.zeros(2, 8, dtype=torch.long), ("full",))
+    >>> [(r.checkpointing, r.step) for r in rows]
+    [(False, 'first'), (False, 'later'), (True, 'first'), (True, 'later')]
+    """
+    if isinstance(names, str) or not names or not set(names) <= set(methods.BUILDERS):
+        raise ValueError(f"names must be a list of methods from {list(methods.BUILDERS)}, got {names!r}")
+    rows = []
+    for name in names:
+        for checkpointing in (False, True):
+            for step in ("first", "later"):
+                model = methods.prepare(base, name)
+                model.set_gradient_checkpointing(checkpointing)
+                r = memory_report(model, batch, step=step, profile=True)
+                if r.peak is None:
+                    raise RuntimeError("the memory bench needs torch.profiler (see the warning above)")
+                rows.append(PeakRow(name, checkpointing, step, r.total, r.at_peak_attributed, r.peak))
+    return rows
+
+
+def format_peak_table(rows: list[PeakRow], title: str = "") -> str:
+    """The peak table: accounted total, categories at the peak, measured peak, and their ratios.
+
+    >>> print(format_peak_table([PeakRow("full", False, "first", 3 * 2**20, 2**20, 2**20)]))
+    method | checkpointing | step  | accounted | at peak  | measured | at peak / measured | accounted / measured | result
+    ------ | ------------- | ----- | --------- | -------- | -------- | ------------------ | -------------------- | ------
+    full   | off           | first | 3.00 MiB  | 1.00 MiB | 1.00 MiB | 1.000              | 3.000                | PASS
+    1 of 1 rows within 10% of the measured peak
+    """
+    headers = ["method", "checkpointing", "step", "accounted", "at peak", "measured", "at peak / measured",
+               "accounted / measured", "result"]
+    cells = [[r.method, "on" if r.checkpointing else "off", r.step, mib(r.accounted), mib(r.at_peak), mib(r.peak),
+              f"{r.ratio:.3f}", f"{r.accounted / r.peak:.3f}", r.verdict] for r in rows]
+    widths = [max(len(c) for c in col) for col in zip(headers, *cells)]
+    lines = [title] if title else []
+    for line in [headers, ["-" * w for w in widths], *cells]:
+        lines.append(" | ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    lines.append(f"{sum(r.verdict == 'PASS' for r in rows)} of {len(rows)} rows within "
+                 f"{PEAK_TOLERANCE:.0%} of the measured peak")
+    return "\n".join(lines)
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -313,11 +387,17 @@ def _run_memory(args: argparse.Namespace) -> str:
     names = list(dict.fromkeys(["full", *args.methods]))
     rows = memory_rows(base, batch.to(args.device), names, rounds=args.rounds, warmup=args.warmup)
     cpu = platform.processor() or platform.machine()
-    title = (f"peftlab bench memory: base {count_parameters(base).total:,} params, batch {args.batch}x{args.seq}, "
-             f"fp32 + AdamW, LoRA r={RANK} alpha={ALPHA} on {','.join(TARGETS)}; bytes from memory_report, "
-             f"{args.rounds} interleaved rounds\ndevice {args.device} ({cpu}, {torch.get_num_threads()} threads), "
-             f"torch {torch.__version__}")
-    return format_table(rows, title)
+    setting = (f"base {count_parameters(base).total:,} params, batch {args.batch}x{args.seq}, fp32 + AdamW, "
+               f"LoRA r={RANK} alpha={ALPHA} on {','.join(TARGETS)}")
+    device = f"device {args.device} ({cpu}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+    title = (f"peftlab bench memory: {setting}; accounted bytes from memory_report, {args.rounds} interleaved "
+             f"rounds\n{device}")
+    peaks = peak_rows(base, batch.to(args.device), names)
+    source = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "torch.profiler's allocator events"
+    peak_title = (f"\nMeasured peak of one step ({source}) against the categories live at it (the profiler's "
+                  f"memory timeline) and the accounted total (weights + gradients + optimizer + activations, "
+                  f"which never coexist); {setting}; {device}")
+    return format_table(rows, title) + "\n" + format_peak_table(peaks, peak_title)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,10 +84,10 @@ def _measure(name: str, method: str, precision: str, model: torch.nn.Module, ids
                 if isinstance(t, torch.Tensor) and getattr(t, "is_paged", False))
     seconds = time_step(_step_fn(model, ids, make_optimizer(params), precision), warmup=2, repeats=repeats)
     row = {"row": name, "method": method, "precision": precision, "step_s": seconds, "accounted": report.total - paged,
-           "peak": report.peak_allocated, "error": None,
+           "peak": report.peak, "error": None,
            "note": note + (f", {paged / 2**20:.1f} MiB paged" if paged else "")}
-    if report.peak_allocated is not None:
-        row["ratio"] = report.peak_allocated / row["accounted"]
+    if report.peak is not None:
+        row["ratio"] = report.peak / row["accounted"]
         row["memory_ok"] = abs(row["ratio"] - 1) <= TOLERANCE
     return row
 

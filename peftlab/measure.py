@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
+from torch.profiler import record_function
 
 from .checks import int_at_least
 from .quant import quantized_tensors
@@ -59,26 +62,59 @@ def count_parameters(model: torch.nn.Module) -> ParameterCount:
     return ParameterCount(trainable, total)
 
 
+# The profiler's categories (torch.profiler._memory_profiler.Category) under this module's names.
+AT_PEAK_NAMES = {"PARAMETER": "weights", "GRADIENT": "gradients", "OPTIMIZER_STATE": "optimizer",
+                 # the two below: autograd's buffers and backward's intermediates, with checkpointing the
+                 # recomputed block's activations and their gradients
+                 "ACTIVATION": "activations", "AUTOGRAD_DETAIL": "backward temporaries",
+                 "TEMPORARY": "backward temporaries", "INPUT": "inputs and buffers", None: "unattributed"}
+
+
 @dataclass
 class MemoryReport:
+    """Bytes of one training step: the accounting (four categories) and, where measured, the peak.
+
+    `total` is the *accounted* total: weights + gradients + optimizer + activations, as if all four
+    were live at once. They never are (activations are freed while gradients appear, Adam's state is
+    created by the first step), and backward's temporaries are not among them, so `total` is an
+    accounting, not a peak. `peak` is measured: the most bytes live at one instant of the step, with
+    `at_peak` the categories live at that instant (`peak_source` says where it came from).
+    """
+
     weights: int
     gradients: int
     optimizer: int
     activations: int
     optimizer_step_counters: int
-    peak_allocated: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during the step
-    peak_minus_accounted: int | None = None  # CUDA only: peak_allocated - total
+    peak: int | None = None  # measured peak of live bytes during the step
+    at_peak: dict[str, int] | None = None  # bytes live at the peak by category (the profiler's timeline)
+    peak_source: str | None = None
+    peak_phase: str | None = None  # where the peak falls: "forward", "backward" or "optimizer step"
 
     @property
     def total(self) -> int:
+        """The accounted total (see the class docstring): not a peak."""
         return self.weights + self.gradients + self.optimizer + self.activations
+
+    @property
+    def at_peak_attributed(self) -> int | None:
+        """Bytes live at the peak that the profiler put in a category (all but "unattributed")."""
+        if self.at_peak is None:
+            return None
+        return sum(v for k, v in self.at_peak.items() if k != "unattributed")  # the optimizer step's
+        # temporaries count: they were allocated inside `Optimizer.step`, so their owner is known
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
 
     def __str__(self) -> str:
-        rows = [(k, v) for k, v in self.as_dict().items() if v is not None]
-        return "\n".join(f"{k:>24}: {v:>12,d} B  ({v / 2**20:8.2f} MiB)" for k, v in rows)
+        rows = [(k, getattr(self, k)) for k in ("weights", "gradients", "optimizer", "activations",
+                                                 "optimizer_step_counters")]
+        rows.append(("accounted total", self.total))
+        if self.peak is not None:
+            rows.append((f"measured peak ({self.peak_phase})" if self.peak_phase else "measured peak", self.peak))
+            rows += [(f"at peak: {k}", v) for k, v in (self.at_peak or {}).items()]
+        return "\n".join(f"{k:>32}: {v:>12,d} B  ({v / 2**20:8.2f} MiB)" for k, v in rows)
 
 
 def _storage_key(t: torch.Tensor) -> tuple:
@@ -87,21 +123,45 @@ def _storage_key(t: torch.Tensor) -> tuple:
 
 
 def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
-                  precision: str = "fp32", labels: torch.Tensor | None = None) -> MemoryReport:
+                  precision: str = "fp32", labels: torch.Tensor | None = None, *, step: str = "first",
+                  profile: bool = False) -> MemoryReport:
     """Run one training step on `batch` (token ids, (batch, seq)) and count bytes by category.
 
     Without `optimizer`, a fresh AdamW over the trainable parameters is used. Gradients and
     optimizer state exist only for what trains, so a frozen base costs only its weights.
+    `step="later"` first runs one unmeasured step, so Adam's state exists before the measured one
+    (a step in the middle of training); `"first"` measures the step that creates it.
+
+    `profile=True` also measures the peak (one profiled step, the same one): on CPU from the
+    allocator's own events (`torch.profiler`, `profile_memory=True`): the bytes of model, optimizer and
+    batch live before the step plus the highest running sum of what the step allocates and frees; on
+    CUDA `torch.cuda.max_memory_allocated`. `at_peak` gives the profiler's memory timeline at its peak
+    by category, backward's temporaries and a checkpointed block's recomputation included. Without a
+    working profiler the report is the accounting alone, with a warning saying why.
 
     >>> from peftlab import load_base
     >>> model = load_base()
     >>> r = memory_report(model, torch.zeros(1, 8, dtype=torch.long))
     >>> (r.weights + r.gradients + r.optimizer) // count_parameters(model).total
     16
+    >>> r = memory_report(model, torch.zeros(1, 8, dtype=torch.long), profile=True)
+    >>> r.peak_phase, 0.9 < r.at_peak_attributed / r.peak <= 1.0  # 8 tokens: Adam's first step is the top
+    ('optimizer step', True)
     """
     if not isinstance(batch, torch.Tensor) or batch.dtype != torch.long or batch.dim() != 2:
         raise ValueError("`batch` must be a 2-D LongTensor of token ids (batch, seq), got "
                          f"{getattr(batch, 'dtype', type(batch).__name__)}")
+    if batch.shape[0] < 1 or batch.shape[1] < 2:
+        raise ValueError(f"`batch` must hold at least 1 sequence of at least 2 tokens (a next-token loss needs "
+                         f"two), got shape {tuple(batch.shape)}")
+    context = getattr(getattr(model, "config", None), "max_seq_len", None)
+    if context is not None and batch.shape[1] > context:
+        raise ValueError(f"`batch` has {batch.shape[1]} tokens per sequence, more than the model's context of "
+                         f"max_seq_len={context}")
+    if step not in ("first", "later"):
+        raise ValueError(f"step must be 'first' (the step that creates the optimizer's state) or 'later', got {step!r}")
+    if not isinstance(profile, bool):
+        raise ValueError(f"profile must be True or False, got {profile!r}")
     device = next(model.parameters()).device
     batch = batch.to(device)
     labels = batch if labels is None else labels.to(device)
@@ -117,17 +177,26 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
             saved[key] = t.untyped_storage().nbytes()
         return t
 
+    def one_step(hooks: bool) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if hooks else _nothing():
+            with autocast(precision, device), record_function("peftlab.forward"):
+                loss = lm_loss(model(batch), labels)
+        with record_function("peftlab.backward"):
+            loss.backward()
+        optimizer.step()
+
     model.train()
+    if step == "later":
+        one_step(hooks=False)
     optimizer.zero_grad(set_to_none=True)
+    before = _live_bytes(model, optimizer, batch, labels)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with autocast(precision, device):
-            loss = lm_loss(model(batch), labels)
-    loss.backward()
-    optimizer.step()
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    measured = _profiled(lambda: one_step(hooks=True), device) if profile else None
+    if not profile:
+        one_step(hooks=True)
 
     weights = sum(_storage_nbytes(t) for t in stored)
     gradients = sum(_storage_nbytes(p.grad) for p in _unique(model.parameters()) if p.grad is not None)
@@ -140,10 +209,123 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
                 else:
                     moments += t.numel() * t.element_size()
     optimizer.zero_grad(set_to_none=False)
-    report = MemoryReport(weights, gradients, moments, sum(saved.values()), counters, peak)
-    if peak is not None:
-        report.peak_minus_accounted = peak - report.total
+    report = MemoryReport(weights, gradients, moments, sum(saved.values()), counters)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        report.peak, report.peak_source = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+    if measured is not None:
+        allocated_peak, report.at_peak, report.peak_phase = measured
+        if device.type != "cuda":
+            report.peak = before + allocated_peak
+            report.peak_source = "torch.profiler allocator events + bytes live before the step"
     return report
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _live_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *tensors: torch.Tensor) -> int:
+    """Bytes of the distinct storages the step starts from: weights and buffers, gradients, the
+    optimizer's state and the batch."""
+    found = [*_weight_tensors(model), *model.buffers(), *tensors,
+             *(p.grad for p in model.parameters() if p.grad is not None),
+             *(t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor))]
+    return sum({_storage_key(t): t.untyped_storage().nbytes() for t in found}.values())
+
+
+def _profiled(fn: Callable[[], None], device: torch.device) -> tuple[int, dict[str, int], str] | None:
+    """Run `fn` under `torch.profiler` with memory profiling. Return the highest running sum of the
+    bytes it allocated (net of frees), the memory timeline's categories at the timeline's own peak and
+    the phase the peak falls in ("forward", "backward", "optimizer step"). On any failure of the
+    profiler `fn` still runs once, a warning says why, and the result is None."""
+    try:
+        from torch._C._profiler import _EventType
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+        from torch.profiler._memory_profiler import TensorKey
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        prof = torch_profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True)
+        prof.__enter__()
+    except Exception as error:  # noqa: BLE001 - any failure: the accounting still stands
+        warnings.warn(f"memory_report: torch.profiler is unavailable ({error}); the report holds the accounted "
+                      "categories only, without a measured peak", RuntimeWarning, stacklevel=3)
+        fn()
+        return None
+    try:
+        fn()
+    finally:
+        prof.__exit__(None, None, None)
+    try:
+        deltas, phases = [], []
+        stack = list(prof.profiler.kineto_results.experimental_event_tree())
+        while stack:
+            event = stack.pop()
+            stack.extend(event.children)
+            if event.tag == _EventType.Allocation:
+                if event.extra_fields.device == device:
+                    deltas.append((event.start_time_ns, event.extra_fields.alloc_size))
+            elif event.tag == _EventType.TorchOp:
+                phase = _phase_name(event)
+                if phase:
+                    phases.append((event.start_time_ns, event.end_time_ns, phase))
+        running, highest = 0, 0
+        for _, size in sorted(deltas):
+            running += size
+            highest = max(highest, running)
+
+        def phase_at(t: int) -> str:
+            return next((name for start, end, name in phases if start <= t <= end), "between phases")
+
+        # The memory timeline replayed event by event, each (tensor, version) under its category; bytes
+        # the profiler leaves uncategorized inside the optimizer step are the step's own temporaries.
+        memory = prof._memory_profile()
+        live: dict[str, int] = dict.fromkeys(dict.fromkeys(AT_PEAK_NAMES.values()), 0)
+        live["optimizer step temporaries"] = 0
+        named: dict[tuple, str] = {}
+        top, top_at, top_phase = -1, dict(live), "between phases"
+        for t, action, (key, version), size in memory.timeline:
+            if key.device != device:
+                continue
+
+            def name(v: int) -> str:
+                if (key, v) not in named:
+                    category = memory._categories.get(key, v) if isinstance(key, TensorKey) else None
+                    label = AT_PEAK_NAMES[category.name if category is not None else None]
+                    if label == "unattributed" and t > 0 and phase_at(t) == "optimizer step":
+                        label = "optimizer step temporaries"
+                    named[(key, v)] = label
+                return named[(key, v)]
+
+            if action.name in ("PREEXISTING", "CREATE"):
+                live[name(version)] += size
+            elif action.name == "INCREMENT_VERSION":
+                live[name(version)] -= size
+                live[name(version + 1)] += size
+            elif action.name == "DESTROY":
+                live[name(version)] -= size
+            total = sum(live.values())
+            if total > top:
+                top, top_at, top_phase = total, dict(live), phase_at(t) if t > 0 else "before the step"
+        return highest, top_at, top_phase
+    except Exception as error:  # noqa: BLE001
+        warnings.warn(f"memory_report: the profiler's record could not be read ({error}); the report holds the "
+                      "accounted categories only", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _phase_name(event) -> str | None:
+    try:
+        name = event.name
+    except UnicodeDecodeError:  # some recorded names are not valid UTF-8
+        return None
+    if name == "peftlab.forward":
+        return "forward"
+    if name == "peftlab.backward":
+        return "backward"
+    return "optimizer step" if name.startswith("Optimizer.step#") else None
 
 
 def _weight_tensors(model: torch.nn.Module) -> list[torch.Tensor]:

@@ -185,8 +185,8 @@ def test_memory_rows_ratios_to_full_fine_tuning(model):
     rows = bench.memory_rows(model, BATCH, rounds=1, warmup=0)
     names = [m for m in bench.MEMORY_METHODS if m != "full"]
     assert names == ["lora", "qlora", "adapters", "prompt", "prefix", "ptuning"]
-    assert [r.quantity for r in rows] == [f"{m} / full: {c}" for m in names
-                                          for c in (*bench.MEMORY_CATEGORIES, "train step")]
+    categories = [c.replace("total", "accounted total") for c in bench.MEMORY_CATEGORIES]
+    assert [r.quantity for r in rows] == [f"{m} / full: {c}" for m in names for c in (*categories, "train step")]
     by_name = {r.quantity: r for r in rows}
     # the frozen base costs only weights; gradients and Adam state exist for the adapters alone
     adapter = count_parameters(lora.add(copy.deepcopy(model), r=8, targets=bench.TARGETS)).trainable
@@ -231,10 +231,21 @@ def test_memory_parser():
             bench.build_parser().parse_args(argv)
 
 
-def test_memory_command_prints_one_table(capsys):
+def test_memory_command_prints_the_ratio_table_and_the_peak_table(capsys):
     bench.main(["memory", "--batch", "1", "--seq", "8", "--rounds", "1", "--warmup", "0", "--methods", "lora"])
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("peftlab bench memory:")
     assert sum(line.startswith("lora / full:") for line in out) == len(bench.MEMORY_CATEGORIES) + 1
     assert not any(line.startswith("qlora") for line in out)
-    assert out[-1] == "0 of 0 targets met"
+    assert "0 of 0 targets met" in out and out[-1].endswith("rows within 10% of the measured peak")
+    peak_lines = [line for line in out if line.split(" | ")[0].strip() in ("full", "lora")]
+    assert [line.split(" | ")[1:3] for line in peak_lines] == [
+        [c.ljust(13), s.ljust(5)] for m in ("full", "lora") for c in ("off", "on") for s in ("first", "later")]
+
+
+def test_peak_rows_judge_the_ratio_both_ways():
+    assert bench.PeakRow("m", False, "first", 10, 95, 100).verdict == "PASS"
+    assert bench.PeakRow("m", False, "first", 10, 89, 100).verdict == "FAIL"
+    assert bench.PeakRow("m", False, "first", 10, 111, 100).verdict == "FAIL"
+    with pytest.raises(ValueError, match="names must be"):
+        bench.peak_rows(Transformer(CFG), BATCH, ["fullest"])
