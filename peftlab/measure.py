@@ -434,6 +434,68 @@ def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: s
     return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator]))
 
 
+class Ratio(NamedTuple):
+    """Per-round time ratios of two candidates timed in alternation: the median with its spread."""
+
+    median: float
+    q1: float  # first and third quartile of the per-round ratios (the interquartile range)
+    q3: float
+    low: float  # the smallest and the largest per-round ratio
+    high: float
+    rounds: int
+
+    def __str__(self) -> str:
+        return (f"{self.median:.2f} (IQR {self.q1:.2f}-{self.q3:.2f}, range {self.low:.2f}-{self.high:.2f}, "
+                f"{self.rounds} rounds)")
+
+    def below(self, value: float) -> bool:
+        """The whole interquartile range lies below `value`."""
+        return self.q3 < value
+
+    def above(self, value: float) -> bool:
+        """The whole interquartile range lies above `value`."""
+        return self.q1 > value
+
+    def within(self, low: float, high: float) -> bool:
+        """The whole interquartile range lies inside [low, high]."""
+        return low <= self.q1 and self.q3 <= high
+
+
+def ratio_spread(samples: dict[str, list[float]], numerator: str, denominator: str) -> Ratio:
+    """The per-round ratios numerator / denominator of `interleaved_samples`, summarized: median,
+    interquartile range, min and max. Report this, never an absolute time: on a shared machine a slow
+    spell moves both candidates of a round alike, and the spread shows what is left.
+
+    >>> r = ratio_spread({"a": [1.0, 4.0, 3.0, 2.0], "b": [2.0, 8.0, 2.0, 2.0]}, "a", "b")
+    >>> r.median, r.low, r.high, r.rounds
+    (0.75, 0.5, 1.5, 4)
+    >>> print(r)
+    0.75 (IQR 0.50-1.12, range 0.50-1.50, 4 rounds)
+    """
+    paired_ratio(samples, numerator, denominator)  # the same checks
+    ratios = sorted(a / b for a, b in zip(samples[numerator], samples[denominator]))
+    if len(ratios) == 1:
+        q1 = q3 = ratios[0]
+    else:
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return Ratio(statistics.median(ratios), q1, q3, ratios[0], ratios[-1], len(ratios))
+
+
+def time_ratios(fns: dict[str, Callable[[], object]], reference: str, rounds: int = 15,
+                warmup: int = 2) -> dict[str, Ratio]:
+    """Each candidate's time against `reference`, timed in alternation in this process: the one timing
+    protocol of peftlab's notebooks and benchmarks (`interleaved_samples`, then `ratio_spread`).
+
+    >>> r = time_ratios({"base": lambda: sum(range(2000)), "twice": lambda: sum(range(4000))}, "base", rounds=5)
+    >>> sorted(r), r["base"].median
+    (['base', 'twice'], 1.0)
+    """
+    if reference not in fns:
+        raise ValueError(f"reference must be one of the candidates {sorted(fns)}, got {reference!r}")
+    samples = interleaved_samples(fns, rounds, warmup)
+    return {name: ratio_spread(samples, name, reference) for name in fns}
+
+
 def forward_fn(model: torch.nn.Module, batch: torch.Tensor) -> Callable[[], None]:
     """A closure running one inference forward pass of `batch` (eval mode, no autograd graph)."""
     model.eval()
