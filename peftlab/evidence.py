@@ -143,6 +143,8 @@ class Evidence:
             half = abs(self.high - self.low) * abs(scale) / 2
             digits = 3 if half == 0 else min(6, max(0, 1 - math.floor(math.log10(half))))
         est, low, high = (f"{round(v * scale, digits) + 0.0:+.{digits}f}" for v in (self.estimate, self.low, self.high))
+        if self.sizes == (0,):  # `exact`: a deterministic quantity, no interval
+            return f"{est}{' ' + unit if unit else ''}, exact (deterministic): {self.verdict}"
         seeds = " vs ".join(str(s) for s in dict.fromkeys(self.sizes)) + (" paired" if self.paired else "")
         return f"{est}{' ' + unit if unit else ''} [{low}, {high}], {seeds} seeds: {self.verdict}"
 
@@ -227,3 +229,33 @@ def compare(a: Sequence[float], b: Values, *, claim: str = "greater", margin: fl
     sizes = (len(xa),) if xb is None or paired else (len(xa), len(xb))
     return Evidence(verdict, estimate, low, high, min(sizes), sizes, df, claim, float(margin), float(confidence),
                     paired, unit, scale, digits)
+
+
+def exact(value: float, reference: float = 0.0, *, claim: str = "greater", margin: float = 0.0, unit: str = "",
+          scale: float = 1.0, digits: int | None = None) -> Evidence:
+    """Weigh a claim about a quantity that does not vary from seed to seed: a byte count of one
+    deterministic training step, a parameter count. The estimate is value - reference; with no
+    interval the verdict is "holds" or "does not hold" against the declared margin, the same rule as
+    `compare` with a point interval (at the margin itself: inconclusive). Use it only where a second
+    seed would give the same number; anything trained or timed goes through `compare`.
+
+    >>> print(exact(0.62, 0.5, claim="greater", margin=0.1, scale=100, unit="points"))
+    +12.000 points, exact (deterministic): holds
+    >>> exact(1.0, 1.03, claim="equivalent", margin=0.05).verdict
+    'holds'
+    """
+    if claim not in CLAIMS:
+        raise ValueError(f"claim must be one of {', '.join(map(repr, CLAIMS))}, got {claim!r}")
+    for name, x in (("value", value), ("reference", reference), ("margin", margin)):
+        if not (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)):
+            raise ValueError(f"{name} must be a finite number, got {x!r}")
+    if margin < 0 or (claim == "equivalent" and margin == 0):
+        raise ValueError(f"margin must be >= 0 ({'> 0 ' if claim == 'equivalent' else ''}for claim={claim!r}), "
+                         f"got {margin!r}")
+    d = float(value) - float(reference)
+    if claim == "equivalent":
+        verdict = "holds" if abs(d) < margin else "does not hold" if abs(d) > margin else "inconclusive"
+    else:
+        signed = d if claim == "greater" else -d
+        verdict = "holds" if signed > margin else "does not hold" if signed < margin else "inconclusive"
+    return Evidence(verdict, d, d, d, 0, (0,), 0.0, claim, float(margin), 1.0, False, unit, scale, digits)

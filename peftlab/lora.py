@@ -94,6 +94,7 @@ class LoRALinear(nn.Module):
         self.active: str | None = None
         self.merged = False  # the active adapter is folded into base_layer.weight
         self.enabled = True
+        self.per_row: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see `per_request`
 
     @property
     def weight(self) -> torch.Tensor:
@@ -133,6 +134,13 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
+        if self.per_row is not None:  # row i of the batch runs its own adapter: gather, then two bmm
+            A, B, scaling = self.per_row  # (batch, r, in), (batch, out, r), (batch, 1, 1)
+            if x.dim() != 3 or x.shape[0] != A.shape[0]:
+                raise ValueError(f"per_request was given {A.shape[0]} adapter names, one per row, but the input "
+                                 f"has shape {tuple(x.shape)}; pass (batch, seq, features) with batch = len(names)")
+            lora = torch.bmm(torch.bmm(x.to(A.dtype), A.transpose(1, 2)) * scaling, B.transpose(1, 2))
+            return out + lora.to(out.dtype)
         name = self.active
         if self.merged or not self.enabled or name not in self.config:
             return out
@@ -289,6 +297,48 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
             m.enabled = was_enabled
         for m in merged:
             m.set_merged(True)
+
+
+@contextmanager
+def per_request(model: nn.Module, names: list[str]) -> Iterator[nn.Module]:
+    """Inside the block, row i of every batch runs adapter `names[i]`: one forward pass serves requests
+    for different adapters on one unmerged base, the batching that Hu et al. 2021 (§4.2) note a merged
+    model cannot do and that S-LoRA (arXiv 2311.03285) builds its kernels for. Each layer gathers the
+    rows' A and B into (batch, r, in) and (batch, out, r) stacks and runs two batched matmuls; the
+    adapters need the same rank. The model must not be merged.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> model = add(add(nn.Sequential(nn.Linear(4, 4)), targets="0", name="a"), targets="0", name="b")
+    >>> model = randomize_B(model); x = torch.randn(2, 3, 4)  # 2 requests of 3 tokens
+    >>> with per_request(model, ["a", "b"]):
+    ...     mixed = model(x)
+    >>> set_active(model, "b"); torch.allclose(mixed[1], model(x)[1])
+    True
+    """
+    layers = list(_require_wrappers(model).values())
+    if isinstance(names, str) or not names:
+        raise ValueError(f"names must be a non-empty list of adapter names, one per row, got {names!r}")
+    for name in dict.fromkeys(names):
+        _check_known_name(model, name)
+    _check_not_merged(model)
+    ranks = {layer.config[n].r for layer in layers for n in set(names) if n in layer.config}
+    if len(ranks) > 1:
+        raise ValueError(f"per_request needs adapters of one rank (the rows' A and B are stacked), got ranks "
+                         f"{sorted(ranks)}")
+    if any(n not in layer.config for layer in layers for n in set(names)):
+        raise ValueError("per_request needs every adapter in names on the same layers")
+    for layer in layers:
+        layer.per_row = (torch.stack([layer.lora_A[n] for n in names]),
+                         torch.stack([layer.lora_B[n] for n in names]),
+                         torch.tensor([layer.config[n].scaling for n in names],
+                                      dtype=layer.lora_A[names[0]].dtype,
+                                      device=layer.lora_A[names[0]].device).view(-1, 1, 1))
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.per_row = None
 
 
 def delete(model: nn.Module, name: str) -> None:

@@ -460,6 +460,29 @@ class Ratio(NamedTuple):
         """The whole interquartile range lies inside [low, high]."""
         return low <= self.q1 and self.q3 <= high
 
+    def verdict(self, claim: str, margin: float) -> str:
+        """A timing claim judged on the spread the cell prints, with a margin declared before the run:
+        "below" (the ratio is under 1 + margin), "above" (over 1 + margin) or "equivalent" (within
+        1 ± margin). "holds" when the whole interquartile range agrees, "does not hold" when the whole
+        range disagrees, otherwise "inconclusive".
+
+        >>> Ratio(1.01, 1.00, 1.02, 0.97, 1.05, 15).verdict("equivalent", 0.03)
+        'holds'
+        >>> Ratio(1.05, 1.04, 1.07, 1.00, 1.09, 15).verdict("below", 0.03)
+        'does not hold'
+        """
+        if claim not in ("below", "above", "equivalent"):
+            raise ValueError(f"claim must be 'below', 'above' or 'equivalent', got {claim!r}")
+        if not (isinstance(margin, (int, float)) and margin >= 0):
+            raise ValueError(f"margin must be a number >= 0, got {margin!r}")
+        if claim == "equivalent":
+            if self.within(1 - margin, 1 + margin):
+                return "holds"
+            return "does not hold" if self.q1 > 1 + margin or self.q3 < 1 - margin else "inconclusive"
+        holds, fails = (self.below(1 + margin), self.q1 >= 1 + margin) if claim == "below" else \
+            (self.above(1 + margin), self.q3 <= 1 + margin)
+        return "holds" if holds else "does not hold" if fails else "inconclusive"
+
 
 def ratio_spread(samples: dict[str, list[float]], numerator: str, denominator: str) -> Ratio:
     """The per-round ratios numerator / denominator of `interleaved_samples`, summarized: median,

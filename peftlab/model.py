@@ -219,6 +219,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.segment = 1  # blocks per checkpointed segment (`set_gradient_checkpointing`); 1: per block
         self.apply(self._init_weights)
 
     @staticmethod
@@ -230,11 +231,32 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return self.lm_head.weight.device
 
-    def set_gradient_checkpointing(self, enabled: bool = True, blocks: list[int] | None = None) -> None:
-        """Recompute activations in the backward pass for the given blocks (default: all)."""
+    def set_gradient_checkpointing(self, enabled: bool = True, blocks: list[int] | None = None,
+                                   segment: int = 1) -> None:
+        """Recompute activations in the backward pass for the given blocks (default: all).
+
+        `segment=k` > 1 checkpoints every run of k consecutive blocks as one segment, as Chen et al. 2016
+        do: only each segment's input is kept, and a whole segment is recomputed when its backward comes
+        (k = sqrt(n) gives their O(sqrt n) memory). It applies to every block; `blocks` must be None.
+
+        >>> m = Transformer(ModelConfig(d_model=32, n_layers=4, n_heads=2, d_ff=64))
+        >>> m.set_gradient_checkpointing(True, segment=2); m.segment, m.layers[0].checkpoint
+        (2, False)
+        """
+        if isinstance(segment, bool) or not isinstance(segment, int) or not 1 <= segment <= len(self.layers):
+            raise ValueError(f"segment must be an int from 1 to the number of blocks ({len(self.layers)}), "
+                             f"got {segment!r}")
+        if segment > 1 and blocks is not None:
+            raise ValueError("segment > 1 checkpoints every block in segments; pass blocks=None")
+        self.segment = segment if enabled else 1
         for i, block in enumerate(self.layers):
             if blocks is None or i in blocks:
-                block.checkpoint = enabled
+                block.checkpoint = enabled and segment == 1
+
+    def _segment(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int) -> torch.Tensor:
+        for block in self.layers[start:start + self.segment]:
+            x, _ = block._forward(x, cos, sin, None)
+        return x
 
     def _check_input(self, ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
                      prefix_len: int) -> int:
@@ -268,6 +290,10 @@ class Transformer(nn.Module):
         cos, sin = rotary_cos_sin(torch.arange(p, p + seq, device=x.device), self.config.head_dim,
                                   self.config.rope_theta)
         new_kv = []
+        if self.segment > 1 and torch.is_grad_enabled() and prefix_kv is None and not return_kv:
+            for start in range(0, len(self.layers), self.segment):  # Chen et al.'s segments
+                x = checkpoint(self._segment, x, cos, sin, start, use_reentrant=False)
+            return self.lm_head(self.norm(x))
         for i, block in enumerate(self.layers):
             x, kv = block(x, cos, sin, None if prefix_kv is None else prefix_kv[i])
             new_kv.append(kv)

@@ -189,3 +189,26 @@ def test_t_quantile_bad_input():
         t_quantile(1.0, 4)
     with pytest.raises(ValueError, match="^df must be > 0"):
         t_quantile(0.975, 0)
+
+
+def test_exact_verdicts_follow_the_declared_margin():
+    from peftlab.evidence import exact
+    assert exact(3.0, 1.0, claim="greater", margin=1.0).verdict == "holds"
+    assert exact(1.5, 1.0, claim="greater", margin=1.0).verdict == "does not hold"
+    assert exact(2.0, 1.0, claim="greater", margin=1.0).verdict == "inconclusive"  # at the margin itself
+    assert exact(1.0, 3.0, claim="less", margin=1.0).verdict == "holds"
+    assert exact(1.0, 1.2, claim="equivalent", margin=0.1).verdict == "does not hold"
+    e = exact(16.0, 16.0, claim="equivalent", margin=0.5)
+    assert (e.verdict, e.estimate, e.low, e.high) == ("holds", 0.0, 0.0, 0.0)
+    assert str(e).endswith("exact (deterministic): holds")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"value": float("nan")}, "value must be a finite number"), ({"value": 1.0, "reference": "2"}, "reference"),
+    ({"value": 1.0, "margin": -1.0}, "margin must be >= 0"), ({"value": 1.0, "claim": "bigger"}, "claim must be"),
+    ({"value": 1.0, "claim": "equivalent", "margin": 0.0}, "margin must be"),
+])
+def test_exact_bad_input(kwargs, match):
+    from peftlab.evidence import exact
+    with pytest.raises(ValueError, match=match):
+        exact(**kwargs)

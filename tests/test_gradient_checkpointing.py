@@ -144,3 +144,37 @@ def test_explorer_update_draws_without_a_browser():
     ex.checkpointing.value = True
     assert [r["label"] for r in ex.rows] == ["L4 b4 s32", "L4 b4 s32 ckpt"]
     assert ex.rows[1]["activations"] < ex.rows[0]["activations"] and "ckpt" in ex.status.value
+
+
+# --- Chen et al.'s segments ------------------------------------------------------------------------
+
+def test_segments_give_the_same_gradients_and_keep_one_input_per_segment():
+    from peftlab.gradient_checkpointing import segment_sweep
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, n_layers=4, n_heads=2, d_ff=64, max_seq_len=64))
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    def grads(segment):
+        m = copy.deepcopy(model)
+        m.set_gradient_checkpointing(True, segment=segment)
+        lm_loss(m(ids), ids).backward()
+        return {n: p.grad for n, p in m.named_parameters()}
+
+    reference = copy.deepcopy(model)
+    lm_loss(reference(ids), ids).backward()
+    for segment in (1, 2, 4):
+        torch.testing.assert_close(grads(segment), {n: p.grad for n, p in reference.named_parameters()})
+    rows = {r["segment"]: r for r in segment_sweep(model, ids, [0, 1, 2, 4])}
+    block_input = ids.numel() * 32 * 4
+    assert rows[1]["kept"] - rows[2]["kept"] == 2 * block_input  # 4 inputs kept -> 2
+    assert rows[2]["kept"] - rows[4]["kept"] == block_input
+    assert rows[1]["recomputed"] < rows[2]["recomputed"] < rows[4]["recomputed"]  # one segment rebuilt at a time
+    assert rows[0]["kept"] > rows[1]["kept"]
+
+
+@pytest.mark.parametrize("kwargs, match", [({"segment": 0}, "segment must be"), ({"segment": 5}, "segment must be"),
+                                           ({"segment": 2, "blocks": [0]}, "blocks=None")])
+def test_segment_bad_input(tiny_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model.set_gradient_checkpointing(True, **kwargs)
+    assert tiny_model.segment == 1 and not any(b.checkpoint for b in tiny_model.layers)

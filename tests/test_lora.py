@@ -633,3 +633,48 @@ def test_combine_linear_matches_peft_with_mixed_signs(model, tmp_path, rslora):
     if not rslora:
         with torch.no_grad():
             torch.testing.assert_close(peft_model.eval()(IDS).logits, model(IDS), rtol=0, atol=1e-4)
+
+
+# --- several adapters in one batch -------------------------------------------------------------
+
+def _two_adapters(base, r_b=4):
+    model = lora.add(base, r=4, name="a")
+    lora.add(model, r=r_b, name="b")
+    return lora.randomize_B(model, seed=1)
+
+
+def test_per_request_runs_each_rows_own_adapter(base):
+    model = _two_adapters(base)
+    ids = torch.randint(0, 256, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with lora.per_request(model, ["a", "b", "a"]):
+            mixed = model(ids)
+        alone = {}
+        for name in ("a", "b"):
+            lora.set_active(model, name)
+            alone[name] = model(ids)
+    for i, name in enumerate(["a", "b", "a"]):
+        torch.testing.assert_close(mixed[i], alone[name][i], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(alone["a"][1], alone["b"][1])  # the two adapters really differ
+    assert all(m.per_row is None for m in model.modules() if isinstance(m, lora.LoRALinear))
+
+
+def test_per_request_refuses_what_it_cannot_batch(base):
+    model = _two_adapters(base, r_b=8)
+    with pytest.raises(ValueError, match="one rank"):
+        with lora.per_request(model, ["a", "b"]):
+            pass
+    with pytest.raises(ValueError, match="not an adapter"):
+        with lora.per_request(model, ["a", "c"]):
+            pass
+    with pytest.raises(ValueError, match="non-empty list"):
+        with lora.per_request(model, "a"):
+            pass
+    with pytest.raises(ValueError, match="2 adapter names, one per row"):
+        with lora.per_request(model, ["a", "a"]):
+            model(torch.zeros(3, 4, dtype=torch.long))
+    assert all(m.per_row is None for m in model.modules() if isinstance(m, lora.LoRALinear))
+    lora.merge(model)
+    with pytest.raises(ValueError, match="merged"):
+        with lora.per_request(model, ["a"]):
+            pass
