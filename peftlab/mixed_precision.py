@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -203,3 +204,178 @@ def precision_sweep(model: nn.Module, ids: torch.Tensor, precisions: Sequence[st
         rows.append({"precision": p, **report.as_dict(), "parameters": count_parameters(fresh).total,
                      "step_s": seconds, "tokens_per_s": ids.numel() / seconds})
     return rows
+
+
+# --- what underflow costs in training, and why master weights exist --------------------------
+
+def _round_gradients(model: nn.Module, dtype: torch.dtype) -> list:
+    """Hooks that round every gradient to `dtype` where a 16-bit backward would hold it: the gradient
+    flowing out of each leaf module (its grad_output) and each weight gradient. Returns the handles."""
+    def rounding(g):
+        return None if g is None else g.to(dtype).to(g.dtype)
+
+    handles = []
+    for module in model.modules():
+        if not list(module.children()):
+            handles.append(module.register_full_backward_pre_hook(
+                lambda _m, grad_output: tuple(rounding(g) for g in grad_output)))
+    handles += [p.register_hook(rounding) for p in model.parameters() if p.requires_grad]
+    return handles
+
+
+def simulated_16bit_gradients(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0,
+                              precision: str = "fp16") -> dict[str, torch.Tensor]:
+    """Weight gradients (by name, fp32, unscaled) of one backward pass in which every gradient is
+    rounded to `precision` ("fp16" or "bf16") at each module boundary and at each weight, the loss
+    multiplied by `loss_scale` first: a CPU stand-in for a 16-bit backward that runs at fp32 speed.
+
+    >>> from peftlab import ModelConfig, Transformer
+    >>> m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    >>> ids = torch.randint(0, 256, (2, 8))
+    >>> g = simulated_16bit_gradients(m, ids, ids, loss_scale=2.0**30)
+    >>> bool(torch.isfinite(g["lm_head.weight"]).all())  # past fp16's max of 65,504: inf, then nan
+    False
+    """
+    if precision not in LOW_PRECISIONS:
+        raise ValueError(f"precision must be one of {LOW_PRECISIONS}, got {precision!r}")
+    _check_scale(loss_scale)
+    handles = _round_gradients(model, DTYPES[precision])
+    try:
+        model.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # the embedding's input (token ids) needs no gradient: expected
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            (lm_loss(model(ids), labels) * loss_scale).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    grads = {n: p.grad.detach() / loss_scale for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def gradient_error_by_layer(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0,
+                            precision: str = "fp16") -> dict[str, float]:
+    """|g16 - g32| / |g32| of the simulated 16-bit weight gradients, by kind of layer (the last part
+    of each parameter's name: q_proj, down_proj, embed_tokens, ...), against an fp32 backward."""
+    reference = copy.deepcopy(model)
+    reference.zero_grad(set_to_none=True)
+    lm_loss(reference(ids), labels).backward()
+    exact = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
+    low = simulated_16bit_gradients(model, ids, labels, loss_scale, precision)
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for name, g in exact.items():
+        kind = name.split(".")[-2] if name.endswith(".weight") else name
+        num[kind] = num.get(kind, 0.0) + float((low[name] - g).pow(2).sum())
+        den[kind] = den.get(kind, 0.0) + float(g.pow(2).sum())
+    return {k: math.sqrt(num[k] / den[k]) if den[k] > 0 else float("nan") for k in num}
+
+
+def train_with_16bit_gradients(model: nn.Module, batches, steps: int, lr: float = 1e-4, loss_scale: float = 1.0,
+                               precision: str = "fp16") -> dict:
+    """Train `model` in place with fp32 master weights and AdamW, its gradients from
+    `simulated_16bit_gradients`; a step whose gradients hold inf or nan is skipped, as GradScaler
+    skips it (the scale stays fixed here). `batches`: an iterator of (ids, labels).
+    Returns `loss` (per step, fp32, before the update) and `skipped` (steps)."""
+    from .checks import positive_int
+    positive_int(steps, "steps")
+    positive_number(lr, "lr")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    losses, skipped = [], 0
+    model.train()
+    for _ in range(steps):
+        ids, labels = next(batches)
+        with torch.no_grad():
+            losses.append(float(lm_loss(model(ids), labels)))
+        grads = simulated_16bit_gradients(model, ids, labels, loss_scale, precision)
+        if not all(torch.isfinite(g).all() for g in grads.values()):
+            skipped += 1
+            continue
+        for name, p in model.named_parameters():
+            if name in grads:
+                p.grad = grads[name]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {"loss": losses, "skipped": skipped}
+
+
+def lost_updates(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, lr: float = 1e-4,
+                 dtype: str = "bf16") -> dict:
+    """One AdamW step applied to weights stored in `dtype` against the same step on fp32 weights:
+    the share of weight entries that the fp32 step changes and the `dtype` step leaves exactly as they
+    were (their update is below half the format's spacing at that weight), and the share of the update's
+    norm that is lost. Why master weights are fp32: in bf16, 1 + 1e-3 rounds to 1.
+
+    >>> from peftlab import ModelConfig, Transformer
+    >>> m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    >>> r = lost_updates(m, torch.randint(0, 256, (2, 8)), torch.randint(0, 256, (2, 8)), lr=1e-5)
+    >>> r["unchanged_share"] > 0.5
+    True
+    """
+    if dtype not in LOW_PRECISIONS:
+        raise ValueError(f"dtype must be one of {LOW_PRECISIONS}, got {dtype!r}")
+    positive_number(lr, "lr")
+    fp32 = copy.deepcopy(model).float()
+    fp32.zero_grad(set_to_none=True)
+    lm_loss(fp32(ids), labels).backward()
+    grads = {n: p.grad.clone() for n, p in fp32.named_parameters()}
+    start = {n: p.detach().clone() for n, p in fp32.named_parameters()}
+    torch.optim.AdamW(fp32.parameters(), lr=lr).step()
+    low = {n: start[n].to(DTYPES[dtype]) for n in start}  # the weights as a pure 16-bit run holds them
+    low_params = [nn.Parameter(w.clone()) for w in low.values()]
+    for p, n in zip(low_params, low):
+        p.grad = grads[n].to(DTYPES[dtype])
+    torch.optim.AdamW(low_params, lr=lr).step()
+    changed = unchanged = 0
+    lost, total = 0.0, 0.0
+    for p, n in zip(low_params, low):
+        update32 = fp32.get_parameter(n).detach() - start[n]
+        update16 = p.detach().float() - low[n].float()
+        moved = update32 != 0
+        changed += int(moved.sum())
+        unchanged += int((moved & (update16 == 0)).sum())
+        lost += float((update32 - update16).pow(2).sum())
+        total += float(update32.pow(2).sum())
+    return {"unchanged_share": unchanged / changed, "update_error": math.sqrt(lost / total), "lr": lr}
+
+
+def train_with_16bit_weights(model: nn.Module, batches, steps: int, lr: float = 1e-4, dtype: str = "bf16") -> dict:
+    """Train `model` in place with AdamW (no weight decay, gradients clipped to norm 1, as `train`
+    does) as if its weights and Adam's moments were stored in `dtype` (no fp32 master copy): after
+    every step each weight and moment is rounded to `dtype`; "fp32" rounds nothing, the reference run
+    of the same code. Forward and backward run in fp32, so the only difference is where the update is
+    kept.
+    Returns `loss` per step (before the update) and `unchanged_share` per step (entries the step left
+    exactly as they were after rounding, of all weight entries)."""
+    from .checks import positive_int
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    positive_int(steps, "steps")
+    positive_number(lr, "lr")
+    low = DTYPES[dtype]
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in params:
+            p.copy_(p.to(low).float())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    losses, unchanged = [], []
+    model.train()
+    for _ in range(steps):
+        ids, labels = next(batches)
+        loss = lm_loss(model(ids), labels)
+        losses.append(float(loss))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        before = [p.detach().clone() for p in params]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p in params:
+                p.copy_(p.to(low).float())
+            for state in optimizer.state.values():
+                for key in ("exp_avg", "exp_avg_sq"):
+                    state[key].copy_(state[key].to(low).float())
+        same = sum(int((p == b).sum()) for p, b in zip(params, before))
+        unchanged.append(same / sum(p.numel() for p in params))
+    return {"loss": losses, "unchanged_share": unchanged}

@@ -1,9 +1,11 @@
+import copy
 import math
 
 import pytest
 import torch
 
 from peftlab.explore.precision import PrecisionExplorer
+from peftlab.model import ModelConfig, Transformer
 from peftlab.mixed_precision import (gradient_magnitudes, gradient_underflow, loss_scale_sweep,
                                      number_formats, precision_sweep)
 
@@ -110,3 +112,47 @@ def test_explorer_update_draws_without_a_browser(tiny_model):
     assert "bf16" in ex.status.value and "MiB" in ex.status.value
     r = ex.update()
     assert r["precision"] == "bf16" and r["loss_scale"] == 1.0
+
+
+# --- underflow in training, master weights -----------------------------------------------------
+
+def test_simulated_fp16_gradients_underflow_without_a_scale_and_overflow_with_a_huge_one():
+    from peftlab.mixed_precision import simulated_16bit_gradients
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    ids = torch.randint(0, 256, (2, 8))
+    tiny = {n: p for n, p in m.named_parameters()}
+    exact = simulated_16bit_gradients(m, ids, ids, loss_scale=1.0, precision="bf16")
+    with torch.no_grad():
+        for p in tiny.values():
+            p.mul_(1e-3)  # shrink the weights: every gradient below the head shrinks with them
+    zeroed = simulated_16bit_gradients(m, ids, ids, loss_scale=1.0)
+    scaled = simulated_16bit_gradients(m, ids, ids, loss_scale=2.0**16)
+    count = lambda g: sum(int((v == 0).sum()) for v in g.values())
+    assert count(zeroed) > count(scaled)
+    assert exact.keys() == zeroed.keys() and all(torch.isfinite(v).all() for v in scaled.values())
+
+
+def test_bf16_weights_lose_small_updates_and_fp32_keeps_them():
+    from peftlab.mixed_precision import lost_updates, train_with_16bit_weights
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    ids = torch.randint(0, 256, (2, 8))
+    small, large = lost_updates(m, ids, ids, lr=1e-5), lost_updates(m, ids, ids, lr=1e-1)
+    assert small["unchanged_share"] > large["unchanged_share"]
+    assert torch.tensor(1.0 + 1e-3).bfloat16().item() == 1.0
+    batches = iter([(ids, ids)] * 3)
+    ref = train_with_16bit_weights(copy.deepcopy(m), iter([(ids, ids)] * 3), 3, lr=1e-5, dtype="fp32")
+    low = train_with_16bit_weights(copy.deepcopy(m), batches, 3, lr=1e-5, dtype="bf16")
+    assert min(low["unchanged_share"]) > max(ref["unchanged_share"]) + 0.2  # fp32: only zero-gradient rows stay
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, x: __import__("peftlab.mixed_precision").mixed_precision.lost_updates(m, x, x, dtype="fp8"), "dtype"),
+    (lambda m, x: __import__("peftlab.mixed_precision").mixed_precision.simulated_16bit_gradients(m, x, x, 0.0), "loss_scale"),
+    (lambda m, x: __import__("peftlab.mixed_precision").mixed_precision.train_with_16bit_weights(m, iter([]), 0), "steps"),
+])
+def test_precision_experiments_refuse_bad_input(call, match):
+    m = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    with pytest.raises(ValueError, match=match):
+        call(m, torch.randint(0, 256, (2, 8)))
