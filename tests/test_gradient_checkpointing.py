@@ -168,7 +168,8 @@ def test_segments_give_the_same_gradients_and_keep_one_input_per_segment():
     block_input = ids.numel() * 32 * 4
     assert rows[1]["kept"] - rows[2]["kept"] == 2 * block_input  # 4 inputs kept -> 2
     assert rows[2]["kept"] - rows[4]["kept"] == block_input
-    assert rows[1]["recomputed"] < rows[2]["recomputed"] < rows[4]["recomputed"]  # one segment rebuilt at a time
+    # one segment rebuilt at a time: longer segments, higher peak once the kept inputs are small
+    assert rows[1]["peak"] < rows[4]["peak"] and rows[0]["peak"] == max(r["peak"] for r in rows.values())
     assert rows[0]["kept"] > rows[1]["kept"]
 
 

@@ -170,6 +170,13 @@ def test_empty_or_too_long_batches_are_refused_before_anything_runs(tiny_model, 
     assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in before.items())
 
 
+def test_the_quick_peak_equals_the_full_one_without_categories(base):
+    batch = torch.randint(0, 256, (4, 64), generator=torch.Generator().manual_seed(0))
+    full = memory_report(_method(base, "lora", True), batch, step="later", profile=True)
+    quick = memory_report(_method(base, "lora", True), batch, step="later", profile="peak")
+    assert quick.peak == full.peak and quick.peak_phase == full.peak_phase and quick.at_peak is None
+
+
 @pytest.mark.parametrize("kwargs, match", [({"step": "second"}, "step must be"), ({"profile": 1}, "profile must")])
 def test_bad_options_are_refused(tiny_model, kwargs, match):
     with pytest.raises(ValueError, match=match):

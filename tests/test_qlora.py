@@ -238,3 +238,26 @@ def test_a_nan_weight_is_refused_before_quantizing():
     w[0, 0] = float("inf")
     with pytest.raises(ValueError, match="w must be finite: it holds 1 NaN or inf values"):
         quant.quantize_4bit(w)
+
+
+@pytest.mark.parametrize("shape", [(64, 16), (3, 32), (64, 48), (8, 688), (64, 37), (64, 100), (64, 136), (1, 688),
+                                   (3, 16), (64, 256)])
+def test_the_cpu_rule_is_what_bitsandbytes_does(bnb, shape):
+    """`bitsandbytes_cpu_decodes` against bitsandbytes itself: its decode equals the reference's exactly
+    where the rule says it does, and differs where the rule says it does not."""
+    import bitsandbytes.functional as F
+    from peftlab import quant
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    codes, state = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=False)
+    packed, ours = quant.quantize_4bit(w, "nf4", 64)
+    decoded_right = torch.equal(F.dequantize_4bit(codes, state).float(), quant.dequantize_4bit(packed, ours).float())
+    assert decoded_right == qlora.bitsandbytes_cpu_decodes(shape, 64)
+
+
+def test_bitsandbytes_on_cpu_accepts_widths_it_decodes(bnb):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(100, 136), nn.Linear(136, 37))
+    reference = qlora.quantize(copy.deepcopy(model), backend="reference")
+    theirs = qlora.quantize(copy.deepcopy(model), backend="bitsandbytes")
+    for i in (0, 1):
+        torch.testing.assert_close(qlora.dequantize(theirs[i]).float(), qlora.dequantize(reference[i]).float())
