@@ -45,7 +45,7 @@ from peftlab import count_parameters, data, load_base, prefix, prompt, scale, st
 from peftlab.explore.report import table
 from peftlab.explore.studies import claim_table, describe, final_table, plot_bands, plot_live, plot_sweep, width_table
 from peftlab.explore.virtual_tokens import VirtualTokenExplorer
-from peftlab.measure import forward_fn, interleaved_samples, paired_ratio
+from peftlab.measure import forward_fn, interleaved_samples, ratio_spread
 from peftlab.studies.prefix_tuning import SUCCESS
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.train import collate, lm_loss
@@ -229,13 +229,12 @@ print(f"P = {P}: the cache grows by 2 x {cfg.n_layers} x {P} x {cfg.d_model} = {
 # %% tags=["nbval-ignore-output"]
 batch16 = collate(qa["test"][:16], tok)[0].to(device)  # (16, longest), padded
 samples = interleaved_samples({"base": forward_fn(model, batch16), "prefix": forward_fn(trained, batch16)}, rounds=10, warmup=2)
-ratios = sorted(p / b for p, b in zip(samples["prefix"], samples["base"]))
-print(f"forward of {batch16.shape[0]} x {batch16.shape[1]} tokens: prefix / base, round by round: median "
-      f"{paired_ratio(samples, 'prefix', 'base'):.2f}, range {ratios[0]:.2f} to {ratios[-1]:.2f}")
+print(f"forward of {batch16.shape[0]} x {batch16.shape[1]} tokens: prefix / base, round by round: "
+      f"{ratio_spread(samples, 'prefix', 'base')}")
 
 # %% [markdown]
 # On a model this small attention is a minor part of the forward pass next to the MLPs. The ratio printed above
-# (median and range over 10 alternating rounds) is what P = 10 extra keys and values cost here, at this input
+# (median, interquartile range and range over 10 alternating rounds) is what P = 10 extra keys and values cost here, at this input
 # length; a longer prefix on short inputs, or long contexts where attention and the cache dominate, make that
 # share larger.
 #

@@ -28,12 +28,20 @@
 #
 # Merging removes the overhead but binds the model to one adapter: switching means unmerging and merging again
 # (one $d \times r \times k$ product per layer), and a batch can no longer mix requests for different adapters.
-# Serving many adapters unmerged over one base is what S-LoRA (Sheng et al. 2023, arXiv 2311.03285) is built for:
-# adapters paged in and out of GPU memory and custom kernels for batches that mix adapters, with up to 4x the
-# throughput of Hugging Face PEFT and thousands of adapters on one GPU.
+# Hu et al. name both sides: "No Additional Inference Latency" is their §4.1, and §4.2 (limitations) says that
+# with merged weights, batching inputs for different tasks in one forward pass is not straightforward. Serving many
+# adapters unmerged over one base is what S-LoRA (Sheng et al. 2023, arXiv 2311.03285) is built for: adapters paged
+# in and out of GPU memory and custom kernels for batches that mix adapters; its abstract reports up to 4 times the
+# throughput of Hugging Face PEFT and of vLLM with naive LoRA support, and several orders of magnitude more adapters
+# served.
 #
-# Below: FLOPs counted exactly from the model's layers, then latency measured for base, merged and unmerged
-# models across rank and batch size.
+# Below: FLOPs counted exactly from the model's layers; then latency measured for base, merged and unmerged models
+# across rank and batch size, for the prefill of a prompt and for decoding one token per step with the KV cache;
+# then one batch that mixes requests for four adapters.
+#
+# Every time is a ratio to the base model timed in alternation in the same process, reported as the median of the
+# per-round ratios with its interquartile range (`peftlab.measure.time_ratios`); verdicts on times hold only when the
+# whole interquartile range agrees with the claim, against margins declared in the cells before they run.
 
 # %%
 import copy
@@ -42,8 +50,9 @@ import statistics
 import torch
 import matplotlib.pyplot as plt
 from peftlab import load_base, lora, scale
+from peftlab.evidence import exact
 from peftlab.explore.report import table, claim_check
-from peftlab.measure import forward_fn, interleaved_samples, paired_ratio
+from peftlab.measure import forward_fn, interleaved_samples, paired_ratio, time_ratios
 
 torch.manual_seed(0)
 GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
@@ -97,6 +106,10 @@ def shapes(model):
 print("unloaded model has the base model's layers, types and shapes:", shapes(unloaded) == shapes(base))
 
 # %% [markdown]
+# These two checks show that the merged model computes the same function as the unmerged one, with the base
+# model's layers. That is why it *can* run as fast as the base; whether it does is a timing question, measured below.
+
+# %% [markdown]
 # ## FLOPs, counted from the model
 #
 # `linear_flops` walks the model: $2\,b\,s\,k\,d$ for every linear layer (the head included), plus
@@ -131,95 +144,205 @@ print("FLOPs per sequence of", SEQ, "tokens; the overhead is the same at every b
 # Merged is identical to base; unmerged adds $2r/d$ on each adapted $256 \times 256$ layer, and less on the whole
 # model because only 2 of the 7 linear layers per block (and not the head) carry an adapter.
 #
-# ## Latency, measured
+# ## Latency of the prefill, measured
 #
 # For each batch size we time one forward pass (no gradients) of the base model, of the unmerged models at every
-# rank and of the merged ones, all alternating round by round (`interleaved_samples`). Each ratio to the base is
-# the median of the per-round ratios. A second copy of the base model runs alongside as a control: it computes
-# exactly what the base does, so its ratio shows how large the measurement noise is on this machine. Times change
-# from run to run, so these cells are not compared on re-execution.
+# rank and of the merged ones, all alternating round by round. A second copy of the base model runs alongside as a
+# control: it computes exactly what the base does, so its spread shows the measurement noise on this machine. Times
+# change from run to run, so these cells are not compared on re-execution.
 
 # %% tags=["nbval-ignore-output"]
+MERGED_MARGIN, UNMERGED_LIMIT = 0.03, 0.10  # declared before the run: merged within ±3%; unmerged under +10%
 control = copy.deepcopy(base)
-ratio, latency = {}, {}  # (batch, model) -> ratio to base (paired), median seconds
+ratio = {}  # (batch, model) -> Ratio to base
 for b in BATCHES:
     x = torch.randint(0, 256, (b, SEQ), generator=torch.Generator().manual_seed(b)).to(device)
     fns = {"base": forward_fn(base, x), "base (control copy)": forward_fn(control, x)}
     for r, (merged, unmerged) in models.items():
         fns[f"merged r={r}"], fns[f"unmerged r={r}"] = forward_fn(merged, x), forward_fn(unmerged, x)
-    samples = interleaved_samples(fns, rounds=ROUNDS[b], warmup=1)
-    for name in fns:
-        ratio[b, name] = paired_ratio(samples, name, "base")
-        latency[b, name] = statistics.median(samples[name])
-noise = max(abs(ratio[b, "base (control copy)"] - 1) for b in BATCHES)
+    for name, rt in time_ratios(fns, "base", rounds=ROUNDS[b], warmup=1).items():
+        ratio[b, name] = rt
 
 rows = []
 for b in BATCHES:
-    rows.append((b, "base", "-", f"{latency[b, 'base'] * 1e3:.2f} ms", "1.000", "-"))
-    rows.append((b, "base (control copy)", "-", f"{latency[b, 'base (control copy)'] * 1e3:.2f} ms",
-                 f"{ratio[b, 'base (control copy)']:.3f}", "0.00%"))
+    rows.append((b, "base (control copy)", "-", str(ratio[b, "base (control copy)"]), "0.00%"))
     for kind in ("merged", "unmerged"):
         for r in RANKS:
-            rows.append((b, kind, r, f"{latency[b, f'{kind} r={r}'] * 1e3:.2f} ms", f"{ratio[b, f'{kind} r={r}']:.3f}",
+            rows.append((b, kind, r, str(ratio[b, f"{kind} r={r}"]),
                          f"{flop_overhead[r]:.2%}" if kind == "unmerged" else "0.00%"))
-display(table(rows, ["batch", "model", "r", "latency (median)", "/ base (paired)", "FLOP overhead"]))
-print(f"noise: the control copy differs from the base by up to {noise:.1%}")
+display(table(rows, ["batch", "model", "r", "time / base: median (IQR, range, rounds)", "FLOP overhead"]))
+merged_ok = [(b, r) for b in BATCHES for r in RANKS if ratio[b, f"merged r={r}"].within(1 - MERGED_MARGIN, 1 + MERGED_MARGIN)]
+control_ok = [b for b in BATCHES if ratio[b, "base (control copy)"].within(1 - MERGED_MARGIN, 1 + MERGED_MARGIN)]
+print(f"merged / base: interquartile range inside 1 ± {MERGED_MARGIN:.0%} at {len(merged_ok)} of "
+      f"{len(BATCHES) * len(RANKS)} (batch, rank) settings; the control copy at {len(control_ok)} of {len(BATCHES)} batches")
+print("unmerged r=16 / base, median: " + ", ".join(f"batch {b}: {ratio[b, 'unmerged r=16'].median - 1:+.1%}"
+                                                  for b in BATCHES))
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 colors = dict(zip(BATCHES, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
 for b in BATCHES:
-    for kind, ls in (("merged", "--"), ("unmerged", "-")):
-        axes[0].plot(RANKS, [100 * (ratio[b, f"{kind} r={r}"] - 1) for r in RANKS], ls=ls, marker="o",
-                     color=colors[b], label=f"{kind}, batch {b}")
+    for kind, ls, shift in (("merged", "--", 0.94), ("unmerged", "-", 1.06)):
+        rts = [ratio[b, f"{kind} r={r}"] for r in RANKS]
+        axes[0].errorbar([r * shift for r in RANKS], [100 * (t.median - 1) for t in rts],
+                         yerr=[[100 * (t.median - t.q1) for t in rts], [100 * (t.q3 - t.median) for t in rts]],
+                         ls=ls, marker="o", color=colors[b], capsize=3, label=f"{kind}, batch {b}")
 axes[0].plot(RANKS, [100 * flop_overhead[r] for r in RANKS], "k:", marker="s", label="FLOP overhead")
-axes[0].axhspan(-100 * noise, 100 * noise, color="grey", alpha=0.2, label="noise (control copy)")
+axes[0].axhspan(-100 * MERGED_MARGIN, 100 * MERGED_MARGIN, color="grey", alpha=0.2, label="±3% (declared)")
 axes[0].set_xscale("log", base=2); axes[0].set_xticks(RANKS, [str(r) for r in RANKS])
-axes[0].set_xlabel("rank r"); axes[0].set_ylabel("latency over base (%)"); axes[0].legend(fontsize=7, ncol=2)
-width = 0.25
-for i, kind in enumerate(("base", "merged r=16", "unmerged r=16")):
-    axes[1].bar([j + (i - 1) * width for j in range(len(BATCHES))], [latency[b, kind] * 1e3 for b in BATCHES],
-                width=width, label=kind)
-axes[1].set_xticks(range(len(BATCHES)), [f"batch {b}" for b in BATCHES]); axes[1].set_yscale("log")
-axes[1].set_ylabel(f"ms per forward ({SEQ} tokens each)"); axes[1].legend(fontsize=8)
+axes[0].set_xlabel("rank r"); axes[0].set_ylabel("time over base (%), median and IQR"); axes[0].legend(fontsize=7, ncol=2)
+width = 0.35
+for i, kind in enumerate(("merged r=16", "unmerged r=16")):
+    axes[1].bar([j + (i - 0.5) * width for j in range(len(BATCHES))], [ratio[b, kind].median for b in BATCHES],
+                width=width, label=kind,
+                yerr=[[ratio[b, kind].median - ratio[b, kind].q1 for b in BATCHES],
+                      [ratio[b, kind].q3 - ratio[b, kind].median for b in BATCHES]], capsize=3)
+axes[1].axhline(1.0, color="k", lw=0.8)
+axes[1].set_xticks(range(len(BATCHES)), [f"batch {b}" for b in BATCHES])
+axes[1].set_ylabel(f"time / base ({SEQ} tokens each)"); axes[1].legend(fontsize=8)
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
-# Read the left plot against the grey band and the dotted FLOP line. Merged models stay within the noise at every
-# rank: the same GEMMs run, and peftlab's wrapper only adds one Python call per adapted layer that returns at once
-# (`lora.unload` removes even that). Unmerged models cost more, and more with the rank; where they sit above the
-# dotted line, the extra time is the price of launching small separate operations rather than of their FLOPs.
+# Read the left plot against the grey band and the dotted FLOP line; the printed lines above say, for this run,
+# where the merged models' spread lies. The same GEMMs run in the merged model, and peftlab's wrapper adds only one
+# Python call per adapted layer that returns at once (`lora.unload` removes even that). Unmerged models cost more,
+# and more with the rank; where they sit above the dotted line, the extra time is the price of launching small
+# separate operations rather than of their FLOPs.
+#
+# ## Decoding: one token per step with the KV cache
+#
+# Generation after the prompt runs one token per step: every matmul has one row per sequence, and the fixed cost of
+# each small operation weighs most. We time greedy decoding of 32 tokens after a 16-token prompt
+# (`peftlab.model.generate`, KV cache on) for base, merged and unmerged at r=16.
+
+# %% tags=["nbval-ignore-output"]
+NEW_TOKENS, PROMPT = 32, 16
+decode = {}
+for b in (1, 8):
+    prompt = torch.randint(0, 256, (b, PROMPT), generator=torch.Generator().manual_seed(b)).to(device)
+    merged, unmerged = models[16]
+    fns = {name: (lambda m=m: m.generate(prompt, NEW_TOKENS)) for name, m in
+           (("base", base), ("merged r=16", merged), ("unmerged r=16", unmerged))}
+    for m in (base, merged, unmerged):
+        m.eval()
+    decode[b] = time_ratios(fns, "base", rounds=12, warmup=1)
+display(table([(b, name, str(rt)) for b, rts in decode.items() for name, rt in rts.items() if name != "base"],
+              ["batch", "model", "decode time / base: median (IQR, range, rounds)"]))
+print("unmerged r=16 / base: prefill batch 8 " f"{ratio[8, 'unmerged r=16'].median - 1:+.1%}, decoding batch 8 "
+      f"{decode[8]['unmerged r=16'].median - 1:+.1%}, decoding batch 1 {decode[1]['unmerged r=16'].median - 1:+.1%} (medians)")
+
+# %% [markdown]
+# Decoding is where an unmerged adapter's extra small operations cost most: each step moves a handful of rows, so
+# the fixed cost of the two thin matmuls, the scale and the add is not spread over many tokens. The printed line
+# puts this run's prefill and decoding overheads side by side.
+#
+# ## One batch, four adapters
+#
+# A server with one base model and many adapters receives requests for different adapters at once. Three ways to run
+# a batch of 8 requests, 2 for each of 4 adapters (r=16 on q, v):
+# - **mixed batch, unmerged**: one forward pass; each adapted layer gathers every request's $A$ and $B$ and runs two
+#   batched matmuls (`lora.per_request`, the idea behind S-LoRA's kernels, without their custom CUDA);
+# - **one adapter at a time, unmerged**: four forward passes of 2 requests each;
+# - **swap merged weights**: for each adapter, merge it into the base, run its 2 requests, unmerge: four merges,
+#   four unmerges, four forward passes.
+# The reference is the base model on the whole batch, the floor none of them can beat.
+
+# %%
+ADAPTERS = ["a", "b", "c", "d"]
+served = lora.add(copy.deepcopy(base), r=16, alpha=32, targets=TARGETS, name=ADAPTERS[0])
+for name in ADAPTERS[1:]:
+    lora.add(served, r=16, alpha=32, targets=TARGETS, name=name)
+lora.randomize_B(served, std=0.02)
+served.eval()
+requests = torch.randint(0, 256, (8, SEQ), generator=torch.Generator().manual_seed(8)).to(device)
+owner = [ADAPTERS[i % 4] for i in range(8)]  # request i asks for adapter owner[i]
+rows_of = {name: [i for i, o in enumerate(owner) if o == name] for name in ADAPTERS}
+
+
+@torch.no_grad()
+def mixed_batch():
+    with lora.per_request(served, owner):
+        return served(requests)
+
+
+@torch.no_grad()
+def one_adapter_at_a_time():
+    out = torch.empty(8, SEQ, base.config.vocab_size, device=device)
+    for name, rows in rows_of.items():
+        lora.set_active(served, name)
+        out[rows] = served(requests[rows])
+    return out
+
+
+@torch.no_grad()
+def swap_merged():
+    out = torch.empty(8, SEQ, base.config.vocab_size, device=device)
+    for name, rows in rows_of.items():
+        lora.set_active(served, name)
+        lora.merge(served)
+        out[rows] = served(requests[rows])
+        lora.unmerge(served)
+    return out
+
+
+reference = one_adapter_at_a_time()
+for fn in (mixed_batch, swap_merged):
+    print(f"{fn.__name__}: the same logits as one adapter at a time (max |difference| below 1e-4): "
+          f"{(fn() - reference).abs().max().item() < 1e-4}")
+
+# %% tags=["nbval-ignore-output"]
+serving = time_ratios({"base, whole batch": forward_fn(base, requests), "mixed batch": mixed_batch,
+                       "one adapter at a time": one_adapter_at_a_time, "swap merged weights": swap_merged},
+                      "base, whole batch", rounds=15, warmup=1)
+display(table([(name, str(rt)) for name, rt in serving.items() if name != "base, whole batch"],
+              ["8 requests for 4 adapters", "time / base on the whole batch: median (IQR, range, rounds)"]))
+fastest = min((n for n in serving if n != "base, whole batch"), key=lambda n: serving[n].median)
+print(f"fastest here (median): {fastest}")
+
+# %% [markdown]
+# Swapping merged weights pays for four merges and four unmerges per batch, each a $d \times r \times k$ product per
+# adapted layer, and runs four small forward passes; the mixed batch runs one forward pass at full batch size and pays
+# only the gathered thin matmuls. The table above gives this run's ordering and its spread. On a GPU the gap is
+# larger, since a small forward pass leaves most of the device idle (S-LoRA's measurements); notebook 20's serving
+# question builds on this.
 #
 # ## Claim check
 #
-# The verdicts compared on re-execution rest on what cannot change between runs (shapes and FLOPs); the measured
-# verdicts follow in a cell of their own.
+# The first cell rests on what cannot change between runs (functions, shapes and FLOPs); the measured verdicts follow
+# in a cell of their own, judged on the interquartile range against the margins declared above.
 
 # %%
 display(claim_check([
-    ("merged: zero extra latency", "W0 + (alpha/r) B A has W0's shape (Hu et al. 2021, section 4.2)",
+    ("merged computes the base model's function shape for shape", "W0 + (alpha/r) B A has W0's shape (Hu et al. 2021, §4.1)",
      f"merged FLOPs = base FLOPs at r={', '.join(map(str, RANKS))}; unloaded layers identical: "
-     f"{shapes(unloaded) == shapes(base)}",
-     all(linear_flops(m, 1, SEQ) == base_flops for m, _ in models.values()) and shapes(unloaded) == shapes(base)),
-    ("unmerged: small overhead", "two thin matmuls per adapted layer: 2 b s r (k + d) FLOPs",
-     "FLOP overhead " + ", ".join(f"r={r}: {flop_overhead[r]:.2%}" for r in RANKS),
-     "holds in FLOPs (< 10% up to r=64)" if max(flop_overhead.values()) < 0.10 else "not in FLOPs at r=64"),
+     f"{shapes(unloaded) == shapes(base)}; margin 0 FLOPs",
+     exact(max(linear_flops(m, 1, SEQ) for m, _ in models.values()), base_flops, claim="equivalent",
+           margin=0.5).verdict if shapes(unloaded) == shapes(base) else "does not hold"),
+    ("unmerged: small overhead in FLOPs", "two thin matmuls per adapted layer: 2 b s r (k + d) FLOPs",
+     "FLOP overhead " + ", ".join(f"r={r}: {flop_overhead[r]:.2%}" for r in RANKS) + f"; under {UNMERGED_LIMIT:.0%}",
+     exact(max(flop_overhead.values()), UNMERGED_LIMIT, claim="less", margin=0).verdict),
 ]))
 
-# %% [markdown]
-# Not measured here (one process, one adapter per model): serving many adapters unmerged and batching across them,
-# as S-LoRA does (up to 4x the throughput of PEFT, arXiv 2311.03285).
-
 # %% tags=["nbval-ignore-output"]
-worst_merged = max(abs(ratio[b, f"merged r={r}"] - 1) for b in BATCHES for r in RANKS)
-unmerged16 = {b: ratio[b, "unmerged r=16"] - 1 for b in BATCHES}
+def all_agree(verdicts):
+    verdicts = set(verdicts)
+    return verdicts.pop() if len(verdicts) == 1 else "inconclusive"
+
+
 display(claim_check([
-    ("merged: zero extra latency", "same shapes, same kernels",
-     f"largest |merged / base - 1| over ranks and batches: {worst_merged:.1%}; noise (control copy): {noise:.1%}",
-     "holds (within noise + 3%)" if worst_merged <= noise + 0.03 else "does not hold on this run"),
-    ("unmerged: small overhead", f"FLOP overhead at r=16: {flop_overhead[16]:.2%}",
-     "measured at r=16: " + ", ".join(f"batch {b}: {v:+.1%}" for b, v in unmerged16.items()),
-     "holds (< 10% at every batch)" if max(unmerged16.values()) < 0.10 else "larger than 10% at some batch here"),
+    ("merged: zero extra latency (prefill)", "Hu et al. 2021, §4.1",
+     f"merged / base IQR inside 1 ± {MERGED_MARGIN:.0%} at {len(merged_ok)} of {len(BATCHES) * len(RANKS)} settings",
+     all_agree(ratio[b, f"merged r={r}"].verdict("equivalent", MERGED_MARGIN) for b in BATCHES for r in RANKS)),
+    ("unmerged: small overhead (prefill, r=16)", f"FLOP overhead at r=16: {flop_overhead[16]:.2%}",
+     "time / base: " + ", ".join(f"batch {b}: {ratio[b, 'unmerged r=16']}" for b in BATCHES) + f"; under +{UNMERGED_LIMIT:.0%}",
+     all_agree(ratio[b, "unmerged r=16"].verdict("below", UNMERGED_LIMIT) for b in BATCHES)),
+    ("unmerged: small overhead (decoding, r=16)", "the same two thin matmuls, one token per step",
+     "time / base: " + ", ".join(f"batch {b}: {decode[b]['unmerged r=16']}" for b in decode) + f"; under +{UNMERGED_LIMIT:.0%}",
+     all_agree(decode[b]["unmerged r=16"].verdict("below", UNMERGED_LIMIT) for b in decode)),
+    ("a mixed batch serves many adapters faster than swapping merged weights", "Hu et al. §4.2; S-LoRA (arXiv 2311.03285)",
+     f"mixed: {serving['mixed batch']}; swap: {serving['swap merged weights']} (times / base); margin 0",
+     "holds" if serving["mixed batch"].q3 < serving["swap merged weights"].q1 else
+     "does not hold" if serving["mixed batch"].q1 > serving["swap merged weights"].q3 else "inconclusive"),
 ]))
 
 # %% [markdown]
@@ -267,13 +390,16 @@ display(W.VBox([W.HBox([rank, batch_size]), info, plot])); redraw()
 # %% [markdown]
 # ## Takeaways for the interview
 #
-# - Merged LoRA has exactly the base model's shapes and FLOPs, so it has the base model's latency; measured here
-#   within noise.
+# - Merged LoRA has exactly the base model's shapes and FLOPs, so it can have the base model's latency; the timing
+#   cells above judge it on this machine's spread, against a ±3% margin.
 # - Unmerged LoRA adds $2r/d$ of the FLOPs of each adapted square layer (here 0.5% to 8% of the model's linear
 #   FLOPs for $r$ from 4 to 64), but the extra work comes as small separate operations with fixed costs, so at
 #   small ranks the measured overhead is larger than the FLOP share.
-# - Merge when one adapter serves all traffic; keep adapters separate when requests need different adapters,
-#   and batch across them with a serving system built for it (S-LoRA, up to 4x PEFT's throughput).
+# - Unmerged overhead is largest when decoding one token per step, where each small operation's fixed cost is not
+#   spread over many tokens.
+# - Merge when one adapter serves all traffic; keep adapters separate when requests need different adapters, and
+#   batch across them (gather each request's A and B, batched matmuls), as serving systems built for it do (S-LoRA:
+#   up to 4x the throughput of PEFT and of vLLM's naive LoRA support, per its abstract).
 #
 # **Follow-up questions to expect**
 # - *What does switching adapters cost on a merged model?* Unmerge and merge: one $d \times r \times k$ product per
