@@ -20,7 +20,9 @@ difference from the accounted total (allocator blocks, workspaces, temporaries f
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -253,7 +255,8 @@ def _profiled(fn: Callable[[], None], device: torch.device,
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         prof = torch_profile(activities=activities, profile_memory=True, record_shapes=categories,
                              with_stack=categories)
-        prof.__enter__()
+        with _quiet_fd2():  # kineto writes "profiler_start" / "profiler_stop" lines straight to fd 2
+            prof.__enter__()
     except Exception as error:  # noqa: BLE001 - any failure: the accounting still stands
         warnings.warn(f"memory_report: torch.profiler is unavailable ({error}); the report holds the accounted "
                       "categories only, without a measured peak", RuntimeWarning, stacklevel=3)
@@ -262,7 +265,8 @@ def _profiled(fn: Callable[[], None], device: torch.device,
     try:
         fn()
     finally:
-        prof.__exit__(None, None, None)
+        with _quiet_fd2():
+            prof.__exit__(None, None, None)
     try:
         deltas, phases = [], []
         stack = list(prof.profiler.kineto_results.experimental_event_tree())
@@ -323,6 +327,25 @@ def _profiled(fn: Callable[[], None], device: torch.device,
         warnings.warn(f"memory_report: the profiler's record could not be read ({error}); the report holds the "
                       "accounted categories only", RuntimeWarning, stacklevel=3)
         return None
+
+
+@contextmanager
+def _quiet_fd2():
+    """Send file descriptor 2 to /dev/null inside the block (C-level writes included), then restore it."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _phase_name(event) -> str | None:

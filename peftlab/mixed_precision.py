@@ -364,7 +364,7 @@ def train_with_16bit_weights(model: nn.Module, batches, steps: int, lr: float = 
     for _ in range(steps):
         ids, labels = next(batches)
         loss = lm_loss(model(ids), labels)
-        losses.append(float(loss))
+        losses.append(loss.item())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         before = [p.detach().clone() for p in params]

@@ -91,3 +91,14 @@ def test_command_line_modules_load_no_display_library():
             " or m == 'matplotlib.pyplot'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_committed_notebook_holds_stderr_output():
+    """nbval compares stderr too, and under pytest a warning is captured instead of printed: a notebook
+    committed with a warning or a C library's log line on stderr fails on every other run."""
+    import json
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    found = [(path.name, i) for path in sorted(root.glob("*.ipynb"))
+             for i, cell in enumerate(json.loads(path.read_text())["cells"])
+             for out in cell.get("outputs", []) if out.get("output_type") == "stream" and out.get("name") == "stderr"]
+    assert not found, f"stderr outputs in committed notebooks (cell indices): {found}"
