@@ -60,8 +60,5 @@ STUDY = Study(
     sweep_seeds=(0,),
     sweep_steps=100,
     eval_every=50,
-    eval_note=QA_EVAL_NOTE,
-    batch_size=16,
-    task="qa_task",
-    base="tiny",
+    eval_note=QA_EVAL_NOTE,  # batch 16, the Q/A task and the tiny base: the Study defaults
 )
