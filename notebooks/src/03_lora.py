@@ -32,7 +32,8 @@
 #   $\partial L / \partial B = \frac{\alpha}{r}\, g\,(Ax)^\top$ and $\partial L / \partial A = \frac{\alpha}{r}\, B^\top g\, x^\top$.
 #   With $A$ random and $B = 0$, $B$ gets a gradient at once and $A$ follows after the first step. With both at
 #   zero, both gradients are zero forever: nothing trains.
-# - **The scale $\alpha / r$** lets one keep the learning rate when changing $r$ (the paper tunes $\alpha$ once);
+# - **The scale $\alpha / r$** lets one keep the learning rate when changing $r$ (Hu et al. §4.1: "we simply set
+#   $\alpha$ to the first $r$ we try and do not tune it");
 #   notebook 11 measures this against rsLoRA's $\alpha / \sqrt{r}$.
 # - **Merging** gives one matrix $W_0 + \frac{\alpha}{r} BA$ of the original shape, so a merged model runs exactly
 #   as fast as the base; unmerged, every adapted layer pays two thin extra matmuls (notebook 18).
@@ -175,8 +176,11 @@ display(table([(i, r["unchanged"], f"{r['grad_A']:.2e}", f"{r['grad_B']:.2e}", f
 # %% [markdown]
 # Read the rows against the gradient formulas above: with $B = 0$ the gradient of $A$ is exactly zero (it
 # carries $B^\top$) while $B$ gets one (it carries $Ax$); one step later $B \neq 0$ and both move. The mirror
-# image works too; it is a convention, and both keep the model unchanged at step 0. With both at zero every
-# gradient is zero and AdamW has nothing to act on: the adapter stays at zero for good.
+# image also keeps the model unchanged at step 0 and also trains here, but the two are not equivalent: Hayou,
+# Ghosh & Yu 2024 (arXiv 2406.08447) show that $B = 0$ with $A$ random allows larger stable learning rates than
+# $A = 0$ with $B$ random, which is why the paper's choice is the default (this notebook does not sweep learning
+# rates for the two). With both at zero every gradient is zero and AdamW has nothing to act on: the adapter stays
+# at zero for good.
 #
 # ## Run it: LoRA on the Q/A task
 #

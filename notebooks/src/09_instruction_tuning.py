@@ -29,7 +29,9 @@
 # - FLAN (Wei et al. 2021, arXiv 2109.01652): instruction tuning a 137B model on 60+ datasets phrased as
 #   instructions beat zero-shot GPT-3 175B on 20 of 25 held-out datasets (19 of 25 in the first version). The
 #   same paper reports that for models of 8B parameters and fewer, instruction tuning *hurt* performance on
-#   held-out tasks: the ability to follow unseen instructions appears only with scale.
+#   held-out tasks. That finding is dated: Flan-T5 (Chung et al. 2022, arXiv 2210.11416), instruction tuned on
+#   1,836 tasks, improves held-out benchmarks at every size from 80M parameters up, so task diversity matters as
+#   much as scale.
 # - InstructGPT (Ouyang et al. 2022, arXiv 2203.02155): labelers preferred a 1.3B model's outputs to GPT-3
 #   175B's. That model had supervised instruction tuning *and* RLHF, so the result is not about SFT alone.
 #
@@ -277,9 +279,10 @@ InstructionExplorer({"base": base, "instruction-tuned": tuned, "LoRA": tuned_lor
 #   prompt as well can help (Shi et al. 2024).
 # - What transfers at 3.3M parameters: the format at once; new inputs to trained instructions once the inputs
 #   are varied enough that memorising them is no option (made-up words); and, with that, some new wordings of
-#   trained instructions. What does not: new tasks. FLAN found no transfer to unseen tasks below about 8B
-#   parameters; following truly new instructions is a property of scale plus instruction diversity, not of the
-#   method alone.
+#   trained instructions. What does not: new tasks. FLAN (2021, 62 tasks) found no transfer to unseen tasks at
+#   8B parameters and below, but Flan-T5 (2022, 1,836 tasks) found gains from 80M up: following truly new
+#   instructions depends on instruction diversity as well as scale, and our handful of task families is far from
+#   either.
 # - LoRA reaches the same kind of behaviour while training a few percent of the parameters (notebooks 03, 04).
 #
 # **Follow-up questions to expect**
