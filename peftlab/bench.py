@@ -97,13 +97,19 @@ def format_table(rows: list[Row], title: str = "") -> str:
     """
     headers = ["quantity", "measured", "reference", "ratio", "target", "result"]
     cells = [[r.quantity, r.numerator, r.denominator, format_ratio(r.ratio), r.target, r.verdict] for r in rows]
+    lines = _aligned(headers, cells, title)
+    judged = [r for r in rows if r.limit is not None]
+    lines.append(f"{sum(r.verdict == 'PASS' for r in judged)} of {len(judged)} targets met")
+    return "\n".join(lines)
+
+
+def _aligned(headers: list[str], cells: list[list[str]], title: str = "") -> list[str]:
+    """The title (if any), the header, a rule and one line per row, columns padded to their widest cell."""
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *cells)]
     lines = [title] if title else []
     for line in [headers, ["-" * w for w in widths], *cells]:
         lines.append(" | ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
-    judged = [r for r in rows if r.limit is not None]
-    lines.append(f"{sum(r.verdict == 'PASS' for r in judged)} of {len(judged)} targets met")
-    return "\n".join(lines)
+    return lines
 
 
 def timing_row(quantity: str, samples: dict[str, list[float]], numerator: str, denominator: str,
@@ -314,10 +320,7 @@ def format_peak_table(rows: list[PeakRow], title: str = "") -> str:
                "accounted / measured", "result"]
     cells = [[r.method, "on" if r.checkpointing else "off", r.step, mib(r.accounted), mib(r.at_peak), mib(r.peak),
               f"{r.ratio:.3f}", f"{r.accounted / r.peak:.3f}", r.verdict] for r in rows]
-    widths = [max(len(c) for c in col) for col in zip(headers, *cells)]
-    lines = [title] if title else []
-    for line in [headers, ["-" * w for w in widths], *cells]:
-        lines.append(" | ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    lines = _aligned(headers, cells, title)
     lines.append(f"{sum(r.verdict == 'PASS' for r in rows)} of {len(rows)} rows within "
                  f"{PEAK_TOLERANCE:.0%} of the measured peak")
     return "\n".join(lines)

@@ -194,7 +194,7 @@ def memory_report(model: torch.nn.Module, batch: torch.Tensor, optimizer: torch.
     if step == "later":
         one_step(hooks=False)
     optimizer.zero_grad(set_to_none=True)
-    before = _live_bytes(model, optimizer, batch, labels)
+    before = _live_bytes(stored, model, optimizer, batch, labels) if profile else 0
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -230,11 +230,11 @@ def _nothing():
     yield
 
 
-def _live_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *tensors: torch.Tensor) -> int:
-    """Bytes of the distinct storages the step starts from: weights and buffers, gradients, the
-    optimizer's state and the batch."""
-    found = [*_weight_tensors(model), *model.buffers(), *tensors,
-             *(p.grad for p in model.parameters() if p.grad is not None),
+def _live_bytes(weights: list[torch.Tensor], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                *tensors: torch.Tensor) -> int:
+    """Bytes of the distinct storages the step starts from: `weights` (`_weight_tensors`) and the
+    model's buffers, the optimizer's state and the batch (the gradients were just set to None)."""
+    found = [*weights, *model.buffers(), *tensors,
              *(t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor))]
     return sum({_storage_key(t): t.untyped_storage().nbytes() for t in found}.values())
 
@@ -492,10 +492,11 @@ class Ratio(NamedTuple):
         """The whole interquartile range lies inside [low, high]."""
         return low <= self.q1 and self.q3 <= high
 
-    def verdict(self, claim: str, margin: float) -> str:
+    def verdict(self, claim: str, margin: float, center: float = 1.0) -> str:
         """A timing claim judged on the spread the cell prints, with a margin declared before the run:
         "below" (the ratio is under 1 + margin; a negative margin claims a speed-up, -0.2 = "at least
-        20% faster"), "above" (over 1 + margin) or "equivalent" (within 1 ± margin, margin >= 0). "holds" when the whole interquartile range agrees, "does not hold" when the whole
+        20% faster"), "above" (over 1 + margin) or "equivalent" (within 1 ± margin, margin >= 0);
+        `center` replaces the 1 (a claim about a ratio other than parity, such as "+33%": 1.33). "holds" when the whole interquartile range agrees, "does not hold" when the whole
         range disagrees, otherwise "inconclusive".
 
         >>> Ratio(1.01, 1.00, 1.02, 0.97, 1.05, 15).verdict("equivalent", 0.03)
@@ -507,12 +508,12 @@ class Ratio(NamedTuple):
             raise ValueError(f"claim must be 'below', 'above' or 'equivalent', got {claim!r}")
         if not (isinstance(margin, (int, float)) and margin > -1) or (claim == "equivalent" and margin < 0):
             raise ValueError(f"margin must be a number > -1 (>= 0 for 'equivalent'), got {margin!r}")
+        low, high = center - margin, center + margin
         if claim == "equivalent":
-            if self.within(1 - margin, 1 + margin):
+            if self.within(low, high):
                 return "holds"
-            return "does not hold" if self.q1 > 1 + margin or self.q3 < 1 - margin else "inconclusive"
-        holds, fails = (self.below(1 + margin), self.q1 >= 1 + margin) if claim == "below" else \
-            (self.above(1 + margin), self.q3 <= 1 + margin)
+            return "does not hold" if self.q1 > high or self.q3 < low else "inconclusive"
+        holds, fails = (self.below(high), self.q1 >= high) if claim == "below" else (self.above(high), self.q3 <= high)
         return "holds" if holds else "does not hold" if fails else "inconclusive"
 
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checks import positive_number
+from .checks import positive_int, positive_number
 from .measure import count_parameters, memory_report, time_step, train_step_fn
 from .train import PRECISIONS, check_precision, lm_loss
 
@@ -277,7 +277,6 @@ def train_with_16bit_gradients(model: nn.Module, batches, steps: int, lr: float 
     `simulated_16bit_gradients`; a step whose gradients hold inf or nan is skipped, as GradScaler
     skips it (the scale stays fixed here). `batches`: an iterator of (ids, labels).
     Returns `loss` (per step, fp32, before the update) and `skipped` (steps)."""
-    from .checks import positive_int
     positive_int(steps, "steps")
     positive_number(lr, "lr")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -348,7 +347,6 @@ def train_with_16bit_weights(model: nn.Module, batches, steps: int, lr: float = 
     kept.
     Returns `loss` per step (before the update) and `unchanged_share` per step (entries the step left
     exactly as they were after rounding, of all weight entries)."""
-    from .checks import positive_int
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     positive_int(steps, "steps")

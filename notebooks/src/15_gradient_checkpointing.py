@@ -294,20 +294,14 @@ display(claim_check([
 # 4-block base the whole step saves far less than on the deepest model.
 
 # %% tags=["nbval-ignore-output"]
-ratio16 = deep["time_ratio"]
-
-
-def time_claim(center, margin):  # two-sided: the IQR inside center ± margin, or entirely outside it
-    if ratio16.within(center - margin, center + margin):
-        return "holds"
-    return "does not hold" if ratio16.q1 > center + margin or ratio16.q3 < center - margin else "inconclusive"
-
-
+ratio16 = deep["time_ratio"]  # two-sided claims: the IQR inside center ± margin, or entirely outside it
 display(claim_check([
     ("~20% slower", "gradient-checkpointing README (Salimans & Bulatov)",
-     f"{deep['depth']} blocks: {ratio16}; 1.20 ± 0.07", time_claim(1.20, 0.07)),
+     f"{deep['depth']} blocks: {ratio16}; 1.20 ± 0.07",
+     ratio16.verdict("equivalent", 0.07, center=1.20)),
     ("one extra forward pass: +33% compute", "theory 8N / 6N; Chen et al.: ~30% more time",
-     f"{deep['depth']} blocks: {ratio16}; 1.33 ± 0.07", time_claim(THEORY_TIME_RATIO, 0.07)),
+     f"{deep['depth']} blocks: {ratio16}; 1.33 ± 0.07",
+     ratio16.verdict("equivalent", 0.07, center=THEORY_TIME_RATIO)),
 ]))
 
 # %% [markdown]
