@@ -89,13 +89,16 @@ def collate(items: Sequence[Example | str], tok: ByteTokenizer, loss_on: str = "
 
 def example_batches(data: Sequence[Example | str], batch_size: int, loss_on: str = "response",
                     seed: int = 0, tok: ByteTokenizer | None = None) -> Iterator[Batch]:
-    """Endless shuffled batches, each epoch a new permutation (seeded).
+    """Endless shuffled batches, each epoch a new permutation (seeded); `batch_size` at most `len(data)`.
 
     >>> from peftlab import data
     >>> ids, labels = next(example_batches(data.qa_task()["train"], batch_size=4))
     >>> ids.shape[0], labels.shape == ids.shape
     (4, True)
     """
+    if batch_size > len(data):
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(data)} examples in data; "
+                         f"pass batch_size <= {len(data)}")
     tok, rng, order = tok or ByteTokenizer(), random.Random(seed), []
     while True:
         if len(order) < batch_size:
@@ -177,6 +180,9 @@ def _as_batches(data, batch_size: int, loss_on: str, seed: int) -> Iterator[Batc
     if isinstance(data, Sequence) and not isinstance(data, torch.Tensor):
         if len(data) == 0:
             raise ValueError("`data` is empty")
+        if batch_size > len(data):  # a batch cannot hold more distinct examples than there are
+            raise ValueError(f"batch_size={batch_size} is larger than the {len(data)} examples in data; "
+                             f"pass batch_size <= {len(data)}")
         return example_batches(data, batch_size, loss_on, seed)
     return iter(data)
 

@@ -5,7 +5,7 @@ from peftlab import data
 from peftlab.data import Example
 from peftlab.tokenizer import ByteTokenizer
 from peftlab.evaluate import evaluate_loss, exact_match
-from peftlab.train import IGNORE, collate, train
+from peftlab.train import IGNORE, collate, example_batches, train
 
 TASK = [Example(f"{w}:", f" {w[::-1]}\n") for w in ["abc", "hello", "stone", "river", "cat", "lamp", "tree"]]
 
@@ -48,13 +48,13 @@ def test_only_trainable_parameters_change(tiny_model):
     tiny_model.lm_head.weight.requires_grad_(True)
     frozen = tiny_model.embed_tokens.weight.clone()
     head = tiny_model.lm_head.weight.clone()
-    train(tiny_model, TASK, steps=3, progress=False)
+    train(tiny_model, TASK, steps=3, batch_size=len(TASK), progress=False)
     assert torch.equal(frozen, tiny_model.embed_tokens.weight)
     assert not torch.equal(head, tiny_model.lm_head.weight)
 
 
 def test_bf16_autocast_trains(tiny_model):
-    hist = train(tiny_model, TASK, steps=3, precision="bf16", progress=False)
+    hist = train(tiny_model, TASK, steps=3, batch_size=len(TASK), precision="bf16", progress=False)
     assert len(hist.loss) == 3 and all(torch.isfinite(torch.tensor(hist.loss)))
 
 
@@ -90,6 +90,17 @@ def test_train_refuses_a_string_and_an_exhausted_iterator_and_a_bad_seed(tiny_mo
     with pytest.raises(ValueError, match="data ran out after 1 of 3 steps"):
         train(tiny_model, one_batch, steps=3, progress=False)
     assert not tiny_model.training  # a failure halfway leaves the model's mode as it was
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_training(tiny_model):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    tiny_model.eval()
+    with pytest.raises(ValueError, match=r"batch_size=16 is larger than the 7 examples in data; pass batch_size <= 7"):
+        train(tiny_model, TASK[:7], steps=2, progress=False)  # it used to shrink every batch to 7, silently
+    with pytest.raises(ValueError, match="batch_size=3 is larger than the 2 examples"):
+        next(example_batches(TASK[:2], batch_size=3))
+    assert not tiny_model.training
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in before.items())
 
 
 def test_a_failure_inside_training_restores_mode_and_checkpointing(tiny_model):
