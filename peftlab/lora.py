@@ -44,6 +44,7 @@ from .model import Transformer
 
 ALL_LINEAR = "all-linear"
 METHODS = ("linear", "cat", "svd")
+INITS = ("default", "mirror")  # which factor starts at zero: B (the paper's) or A
 FORMATS = ("peftlab", "peft")
 FILES = {"peftlab": ("lora_config.json", "lora.safetensors"),  # format -> (config, weights)
          "peft": ("adapter_config.json", "adapter_model.safetensors")}
@@ -157,8 +158,12 @@ class LoRALinear(nn.Module):
 
 def add(model: nn.Module, r: int = 8, alpha: float = 16, targets=("q_proj", "v_proj"),
         dropout: float = 0.0, name: str = "default", rslora: bool = False,
-        modules_to_save: tuple[str, ...] = ()) -> nn.Module:
+        modules_to_save: tuple[str, ...] = (), init: str = "default") -> nn.Module:
     """Wrap the target layers with a new adapter `name`, make it active and freeze everything else.
+
+    `init="default"`: A Kaiming-uniform, B = 0 (Hu et al., PEFT). `init="mirror"`: A = 0 and B
+    Kaiming-uniform, drawn as nn.Linear draws a weight of B's shape (Hayou, Ghosh & Yu 2024's Init[B]).
+    Both start with B A = 0; they are not equivalent (notebook 03, study 03_init).
 
     `targets`: module names (a last component such as "q_proj", or a full dotted name), a regex
     matched against full names, or "all-linear" (every linear layer but the output head).
@@ -176,13 +181,26 @@ def add(model: nn.Module, r: int = 8, alpha: float = 16, targets=("q_proj", "v_p
     832
     """
     _check_hyperparameters(r, alpha, dropout, rslora)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     _check_new_name(model, name)
     saved = _match_modules(model, modules_to_save)
     cfg = LoRAConfig(r, float(alpha), float(dropout), rslora)
-    _install(model, name, {n: (cfg, None, None) for n in _match_targets(model, targets)})
+    targets = _match_targets(model, targets)
+    layers = {n: (cfg, None, None) for n in targets} if init == "default" else \
+        {n: (cfg, *_mirror_init(model.get_submodule(n), r)) for n in targets}
+    _install(model, name, layers)
     for module in saved:
         module.requires_grad_(True)
     return model
+
+
+def _mirror_init(layer: nn.Module, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A = 0 and B (out, r) Kaiming-uniform: the mirror image of the default initialisation."""
+    d_in, d_out = _in_out(layer)
+    B = torch.empty(d_out, r)
+    nn.init.kaiming_uniform_(B, a=math.sqrt(5))
+    return torch.zeros(r, d_in), B
 
 
 def _match_modules(model: nn.Module, names) -> list[nn.Module]:

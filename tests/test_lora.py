@@ -678,3 +678,19 @@ def test_per_request_refuses_what_it_cannot_batch(base):
     with pytest.raises(ValueError, match="merged"):
         with lora.per_request(model, ["a"]):
             pass
+
+
+def test_mirror_init_puts_the_zero_on_A(tiny_model):
+    x = torch.randint(0, 256, (2, 8))
+    with torch.no_grad():
+        before = tiny_model(x)
+    model = lora.add(tiny_model, r=4, init="mirror")
+    layer = model.layers[0].self_attn.q_proj
+    A, B = layer.lora_A["default"], layer.lora_B["default"]
+    assert torch.count_nonzero(A) == 0 and torch.count_nonzero(B) == B.numel()
+    assert B.abs().max() <= 1 / 4 ** 0.5  # Kaiming-uniform of a (out, r) weight: bound 1 / sqrt(r)
+    with torch.no_grad():
+        assert torch.equal(model(x), before)  # B A = 0 either way
+    with pytest.raises(ValueError, match=r"init must be one of \('default', 'mirror'\), got 'zeros'"):
+        lora.add(model, r=4, name="other", init="zeros")
+    assert lora.adapter_names(model) == ["default"]

@@ -63,8 +63,8 @@ from ..train import NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
-STUDY_MODULES = ("peft_methods", "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget", "lora_rank",
-                 "ptuning_encoders", "full_vs_lora")
+STUDY_MODULES = ("lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget",
+                 "lora_rank", "ptuning_encoders", "full_vs_lora")
 TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
 SPLITS = ("val", "test")
 QA_EVAL_NOTE = ("val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
