@@ -5,8 +5,9 @@
     .venv/bin/python scripts/build_notebooks.py --inputs-only 01   # new code, old outputs (see below)
 
 Sources are jupytext "percent" scripts: `# %%` starts a code cell, `# %% [markdown]` a markdown cell
-(its lines start with `# `), and `# %% tags=["nbval-skip"]` (or `["nbval-ignore-output"]`) gives the
-cell that nbval tag. jupytext.toml pairs each notebook with its source, so there are two ways to work:
+(its lines start with `# `), and `# %% tags=["nbval-ignore-output"]` gives the cell that nbval tag (its
+output is not compared; no cell is skipped). The explorer cell is tagged `["explorer", "nbval-ignore-output"]`;
+scripts/explorer_pictures.py photographs it. jupytext.toml pairs each notebook with its source, so there are two ways to work:
 
 - edit notebooks/src/NN_*.py (readable diffs) and rebuild the notebook with this script;
 - or edit notebooks/NN_*.ipynb in JupyterLab (`bash scripts/lab.sh`; jupytext comes with the dev

@@ -1,4 +1,8 @@
-"""MemoryExplorer's logic, without a browser: what it measures and what it calculates."""
+"""MemoryExplorer's logic, without a browser: what it measures and what it calculates, and how it
+answers a burst of changes (debounced, measured on a worker, stale results dropped)."""
+
+import threading
+import time
 
 import pytest
 
@@ -9,7 +13,7 @@ from peftlab.measure import count_parameters
 
 @pytest.fixture
 def explorer(tiny_model):
-    return widgets.MemoryExplorer(tiny_model, max_bars=2)
+    return widgets.MemoryExplorer(tiny_model, max_bars=2, debounce=0.1)
 
 
 def test_full_fine_tuning_is_sixteen_bytes_per_parameter(explorer, tiny_model):
@@ -68,7 +72,72 @@ def test_calculate_is_the_calculator(explorer):
 
 def test_update_keeps_the_last_bars(explorer):
     assert explorer.seq_len.options == (32, 64)  # no longer than the model's context
-    explorer.seq_len.value, explorer.batch_size.value = 32, 1  # each change runs one measurement
+    explorer.seq_len.value = 32
+    assert explorer.wait()
     explorer.method.value = "lora"
-    assert len(explorer.rows) == 2 and explorer.rows[-1]["method"] == "lora"
-    assert "llama-2-7b" in explorer.status.value and "qlora" in explorer.status.value
+    assert explorer.wait()
+    explorer.batch_size.value = 1
+    assert explorer.wait()
+    assert len(explorer.rows) == 2 and explorer.rows[-1]["method"] == "lora"  # max_bars=2
+    assert explorer.status.value.startswith("<b>lora adamw b1 s32 fp32</b>: total")
+    assert "llama-2-7b" in explorer.large_status.value and "qlora" in explorer.large_status.value
+    assert explorer.plot.value[:4] == b"\x89PNG" and explorer.large_plot.value[:4] == b"\x89PNG"
+
+
+def counting(explorer, monkeypatch, gate: threading.Event | None = None) -> list[dict]:
+    """Record every `measure` call; with `gate`, the first call waits for it (a slow measurement)."""
+    calls, real = [], explorer.measure
+
+    def measure(**settings):
+        calls.append(settings)
+        if gate is not None and len(calls) == 1:
+            assert gate.wait(30)
+        return real(**settings)
+    monkeypatch.setattr(explorer, "measure", measure)
+    return calls
+
+
+def test_a_burst_of_changes_is_measured_once(explorer, monkeypatch):
+    calls = counting(explorer, monkeypatch)
+    for size in (1, 2, 4, 8, 2):  # faster than the debounce
+        explorer.batch_size.value = size
+    explorer.method.value = "lora"
+    assert explorer.wait()
+    assert calls == [explorer.settings()] and explorer.settings()["batch_size"] == 2
+    assert [r["label"] for r in explorer.rows] == ["lora adamw\nb2 s64\nfp32"]
+
+
+def test_a_result_for_old_controls_is_dropped(explorer, monkeypatch):
+    gate = threading.Event()
+    calls = counting(explorer, monkeypatch, gate)
+    explorer.batch_size.value = 1
+    deadline = time.monotonic() + 30
+    while not calls and time.monotonic() < deadline:  # the slow first measurement has started
+        time.sleep(0.01)
+    explorer.batch_size.value = 2  # the controls move on while it runs
+    assert "measuring <b>full adamw b2 s64" in explorer.status.value
+    gate.set()
+    assert explorer.wait()
+    assert [c["batch_size"] for c in calls] == [1, 2]
+    assert (explorer.measured, explorer.dropped) == (2, 1)
+    assert [r["label"] for r in explorer.rows] == ["full adamw\nb2 s64\nfp32"]  # never the b1 result
+    assert explorer.status.value.startswith("<b>full adamw b2 s64 fp32</b>")
+
+
+def test_the_large_model_controls_only_recalculate(explorer, monkeypatch):
+    calls = counting(explorer, monkeypatch)
+    before = explorer.large_plot.value
+    explorer.large_model.value = "llama-2-13b"
+    explorer.large_seq_len.value = 512
+    assert explorer.wait() and calls == []  # nothing measured again
+    assert explorer.large_status.value.startswith("llama-2-13b, seq 512, calculated: full ")
+    assert explorer.large_plot.value != before
+
+
+def test_a_failed_measurement_is_shown(explorer, monkeypatch):
+    def broken(**settings):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(explorer, "measure", broken)
+    explorer.batch_size.value = 1
+    assert explorer.wait()
+    assert explorer.status.value == "<b>error:</b> RuntimeError: out of memory" and explorer.rows == []

@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 import torch
 
@@ -195,12 +197,36 @@ def test_explorer_adds_one_curve_per_press(tiny_model):
     assert ex.curves == [c] and c.method == Method("lora", r=2, targets=("q_proj", "v_proj"))
     assert [p["step"] for p in c.points] == [0, 2, 4]
     ex.kind.value, ex.steps.value = "full", 25
-    assert ex.update().method.kind == "full" and len(ex.curves) == 2
+    ex.button.click()  # trains on a worker thread
+    ex.join(120)
+    assert ex.error is None and ex.curves[-1].method.kind == "full" and len(ex.curves) == 2
+    assert ex.status.value.startswith("<b>full FT") and ex.plot.value[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="targets"):
         ex.add("lora", r=2, targets="mlp", lr=1e-3, steps=1)
     assert len(ex.curves) == 2
     ex.reset()
     assert ex.curves == []
+
+
+def test_explorer_shows_at_once_and_trains_pending_runs_on_a_worker(tiny_model, monkeypatch):
+    from peftlab.explore import forgetting as explore
+    gate = threading.Event()
+    real = explore.run
+
+    def slow_run(*args, **kwargs):
+        assert gate.wait(30)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(explore, "run", slow_run)
+    monkeypatch.setattr(explore, "display", lambda *a: None)
+    reference = {"kind": "full", "r": 8, "targets": "q,v", "lr": 1e-3, "steps": 4}
+    ex = explore.TradeoffExplorer(tiny_model, probe=Probe(DOMAIN[:2], OLD), train_data=DOMAIN, batch_size=4,
+                                  probes_per_run=2, pending=[reference])
+    ex.show()  # returns while the reference still waits to train
+    assert ex.running and ex.curves == [] and ex.status.value.startswith("training <b>full FT")
+    ex.button.click()  # ignored while a run trains
+    gate.set()
+    ex.join(120)
+    assert not ex.running and [c.method.kind for c in ex.curves] == ["full"] and not ex.button.disabled
 
 
 def test_plot_curves_draws_one_line_per_curve():

@@ -102,3 +102,28 @@ def test_no_committed_notebook_holds_stderr_output():
              for i, cell in enumerate(json.loads(path.read_text())["cells"])
              for out in cell.get("outputs", []) if out.get("output_type") == "stream" and out.get("name") == "stderr"]
     assert not found, f"stderr outputs in committed notebooks (cell indices): {found}"
+
+
+def test_every_notebook_runs_whole_and_pictures_its_explorer():
+    """No cell is skipped under nbval: the explorer cells run too (tagged nbval-ignore-output), so the
+    suite sees what a learner running all cells sees, and notebooks/conftest.py holds each notebook to
+    its time limit. Each notebook has one explorer cell, and the markdown cell right above it shows a
+    committed picture of that explorer (scripts/explorer_pictures.py), for a reader on a code host or
+    before running."""
+    import json
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    for path in sorted(root.glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        tags = [cell.get("metadata", {}).get("tags", []) for cell in cells]
+        assert not [i for i, t in enumerate(tags) if "nbval-skip" in t], f"{path.name} skips cells under nbval"
+        explorers = [i for i, t in enumerate(tags) if "explorer" in t]
+        assert len(explorers) == 1, f"{path.name}: {len(explorers)} cells tagged explorer, expected one"
+        i = explorers[0]
+        assert "nbval-ignore-output" in tags[i] and cells[i]["cell_type"] == "code"
+        picture = f"figures/{path.name[:2]}_explorer.png"
+        above = cells[i - 1]
+        assert above["cell_type"] == "markdown" and f"]({picture})" in "".join(above["source"]), \
+            f"{path.name}: the cell above the explorer does not show {picture}"
+        png = (root / picture).read_bytes()
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and width >= 300 and height >= 30, f"{picture} is not a picture"

@@ -213,7 +213,13 @@ display(claim_table(results))
 # %%
 display(at_step_table(results, 100))
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/02_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 import ipywidgets as W
 
 

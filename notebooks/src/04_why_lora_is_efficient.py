@@ -343,7 +343,13 @@ for r in (1, 8, 64):
           f"{b['grad_adam_bytes'] / 2**20:.2f} MiB vs {b['full_grad_adam_bytes'] / 2**20:.2f} MiB, "
           f"adapter {b['adapter_kib']:.1f} KiB")
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/04_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 import ipywidgets as W
 
 rank = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=8, description="rank r")

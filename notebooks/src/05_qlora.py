@@ -351,7 +351,13 @@ display(claim_table(results))
 # points (and int8's as ticks). Right: the round-trip error of each block. The status line gives bits per parameter.
 # Smaller blocks lower the error and raise the overhead: blocksize 32 costs 5 bits per parameter, 1024 costs 4.03.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/05_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 from peftlab.explore.quant import QuantExplorer
 QuantExplorer(cpu_base).show()
 

@@ -199,7 +199,13 @@ check = explorer.run("prompt", 4, "text", steps=3)
 print(f"4 tokens, text init, 3 steps: {check['trainable']:,} trainable, {len(check['loss'])} losses, "
       f"held-out answer loss {check['heldout_loss']:.3f}")
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/06_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 explorer.show("prompt")
 
 # %% [markdown]

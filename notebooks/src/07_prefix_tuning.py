@@ -281,7 +281,13 @@ explorer.LR = {**explorer.LR, "prefix": results["runs"]["mlp"]["lr"], "prefix-di
 check = explorer.run("prefix", 2, "direct", steps=3)
 print(f"P = 2, direct, 3 steps: {check['trainable']:,} trainable (2·L·P·d = {2 * cfg.n_layers * 2 * cfg.d_model:,})")
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/07_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 explorer.show("prefix")
 
 # %% [markdown]

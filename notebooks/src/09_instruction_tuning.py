@@ -265,7 +265,13 @@ display(claim_check([
 # ("Write the last letter of each word."). Where the instruction is one of peftlab's families word for word, the
 # rule's answer is shown too.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/09_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 InstructionExplorer({"base": base, "instruction-tuned": tuned, "LoRA": tuned_lora,
                               "more data (teacher)": teacher}).show()
 

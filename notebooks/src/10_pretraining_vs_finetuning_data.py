@@ -156,7 +156,13 @@ display(claim_check([
 # people teaches the format, and the held-out accuracy follows the trained-people accuracy; train much longer on
 # very few people and watch what happens to the held-out people and to fact completion.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/10_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 from peftlab.explore.finetune_data import QAFineTuneExplorer
 QAFineTuneExplorer(load_base(device=device)).show()
 

@@ -252,7 +252,13 @@ display(claim_table(results))
 # sweep at one learning rate shows speed at that rate, not what a rank can reach; the study above gives each its
 # own rate.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/11_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 from peftlab.explore.rank import RankSweep
 RankSweep(base).show()
 

@@ -225,7 +225,13 @@ display(claim_check([
 # Watch for the point where both curves are close to their dashed lines, if there is one, and compare `cat` with
 # `linear` at the same $t$.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/12_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 CombineExplorer(model, {"sql": sql["test"][:32], "python": python["test"]}, svd_rank=R).show()
 
 # %% [markdown]

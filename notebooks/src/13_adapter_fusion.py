@@ -238,7 +238,13 @@ def fusion_view(text: str) -> dict:
 view = fusion_view("-- Which people live in Varn?\n")
 print("mean weight on [sql, python] per layer:", [[round(v, 2) for v in row] for row in view["per_layer"]])
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/13_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 import ipywidgets as W
 
 choices = {f"{e.meta['domain']}: {e.prompt.strip()[:50]}": e.text for e in test["sql"][:5] + test["python"][:5]}

@@ -371,7 +371,13 @@ display(claim_check([
 # optimizer bar vanish; switch the method to LoRA and watch gradients and optimizer state vanish while the
 # activations stay; raise the batch until the red bar dominates, then turn on checkpointing.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/14_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 from peftlab.explore.memory import MemoryExplorer
 MemoryExplorer(load_base(device=device)).show()
 

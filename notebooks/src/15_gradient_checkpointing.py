@@ -311,7 +311,13 @@ display(claim_check([
 # measured bytes. Turn checkpointing on and off at a long sequence and watch the red part (activations); then
 # add blocks and watch which bars grow.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/15_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 from peftlab.explore.checkpointing import CheckpointingExplorer
 CheckpointingExplorer(device=device).show()
 

@@ -319,7 +319,13 @@ display(claim_check([
 # Pick fp16 or bf16 and a loss scale: the counts of zeroed and overflowed gradient entries, against fp32, and the
 # memory of one step in that precision (fp16 training steps need a GPU, so on the CPU only the counts are shown).
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/16_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 from peftlab.explore.precision import PrecisionExplorer
 PrecisionExplorer(base, ids).show()
 

@@ -182,7 +182,13 @@ explorer.LR = {**explorer.LR, "ptuning": results["runs"]["lstm"]["lr"]}  # the s
 check = explorer.run("ptuning", 2, "mlp", steps=3)
 print(f"n = 2, MLP encoder, 3 steps: {check['trainable']:,} trainable = {ptuning.num_parameters(2, d, d, 'mlp'):,}")
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/17_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 explorer.show("ptuning")
 
 # %% [markdown]

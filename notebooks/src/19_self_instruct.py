@@ -218,7 +218,13 @@ display(claim_check([
 # teacher's prompts stay as they were). At 1.0 only exact repeats are dropped; near 0.3 almost every new wording
 # counts as a duplicate of something in the pool.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/19_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 FunnelExplorer(result).show()
 
 # %% [markdown]

@@ -47,7 +47,6 @@ from peftlab.evidence import compare
 from peftlab.explore.forgetting import TradeoffExplorer
 from peftlab.explore.report import table
 from peftlab.explore.studies import claim_table, final_table, plot_bands, plot_live, plot_sweep
-from peftlab.forgetting import Method
 from peftlab.studies import answer_loss
 
 torch.manual_seed(0)
@@ -181,11 +180,16 @@ display(claim_table(results))
 # study's learning rate. Look for the learning rate at which LoRA with a given rank stops improving, and how far right
 # it can get compared with full fine-tuning; then watch the y axis: the runs that go furthest are the ones that forget.
 
-# %% tags=["nbval-skip"]
+# %% [markdown]
+# ![The explorer below as it first appears, at its default settings](figures/20_explorer.png)
+#
+# *The explorer below as it first appears, photographed in JupyterLab by `scripts/explorer_pictures.py`; run
+# the cell for the live one.*
+
+# %% tags=["explorer", "nbval-ignore-output"]
 probe = forgetting.Probe(dna["val"][:24], forgetting.fact_subset(120))
-reference = forgetting.run(base, Method("full"), dna["train"], probe, lr=results["runs"]["full"]["lr"],
-                           steps=100, every=20, batch_size=study.batch_size)
-TradeoffExplorer(base, curves=[reference], probe=probe, batch_size=study.batch_size).show()
+reference = {"kind": "full", "r": 8, "targets": "all-linear", "lr": results["runs"]["full"]["lr"], "steps": 100}
+TradeoffExplorer(base, probe=probe, batch_size=study.batch_size, pending=[reference]).show()  # trains it first
 
 # %% [markdown]
 # ## Takeaways for the interview

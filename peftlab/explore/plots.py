@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations")
 COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
+
+
+def png(fig: Figure) -> bytes:
+    """`fig` as PNG bytes for a `W.Image`, drawn with Agg and without pyplot, so safe off the main thread."""
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buf)
+    return buf.getvalue()
 
 
 def stacked_bars(ax, rows: list[dict], labels: list[str], unit: str = "MiB") -> None:

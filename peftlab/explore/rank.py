@@ -5,7 +5,6 @@ curves and a table live; Stop ends the sweep after the current step.
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 from collections.abc import Sequence
@@ -13,12 +12,12 @@ from collections.abc import Sequence
 import ipywidgets as W
 from IPython.display import display
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
 from ..checkpoint import load_base
 from ..rank_sweep import DEFAULTS, MAX_RANK, RANKS, SCALINGS, TARGETS, TASKS, check_settings, sweep
+from .plots import png
 
 
 def table_rows(rows: Sequence[dict]) -> list[tuple[str, ...]]:
@@ -182,9 +181,7 @@ class RankSweep:
         return fig
 
     def _draw(self) -> None:
-        buf = io.BytesIO()
-        FigureCanvasAgg(self.figure()).print_png(buf)  # Agg without pyplot: safe off the main thread
-        self.plot.value = buf.getvalue()
+        self.plot.value = png(self.figure())
 
     def show(self) -> None:
         display(self._widget)
