@@ -340,7 +340,8 @@ display(claim_check([
      f"a Gaussian of the same spread leaves in 8% of its draws ({A_init.numel():,} here)",
      exact(A_init.abs().max().item(), bound, claim="greater", margin=0.0).verdict),
     ("the merged model computes the same function", "W0 + (α/r) B A is one matrix of W0's shape (§4.1)",
-     f"max |logit difference| merged vs unmerged, relative to the largest logit: {merge_diff / logit_scale:.0e}",
+     f"max |logit difference| merged vs unmerged, relative to the largest logit: "
+     f"{'below' if merge_diff / logit_scale < 1e-5 else 'above'} 1e-5",
      exact(merge_diff / logit_scale, claim="equivalent", margin=1e-5).verdict),
 ]))
 

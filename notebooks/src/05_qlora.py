@@ -272,7 +272,7 @@ print(f"the 28 linear layers: {4 * linear:,} B in fp32 -> {four_bit:,} B in NF4 
 # the distance between two NF4 code values, so the rounding can swallow much of it. `qlora.merge` reports the
 # rounding against the exact sum.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 merged = copy.deepcopy(runs["QLoRA (NF4 + DQ)"]["model"])
 ids, _ = collate(qa["test"][:16], ByteTokenizer())
 report = qlora.merge(merged, ids.to(device))

@@ -70,7 +70,7 @@ print(repr(python["train"][0].text))
 # One rank-8 LoRA per task on every linear layer of the attention and the MLP, each trained alone (the other
 # one is frozen while it trains). `train_adapters` adds and trains them in turn with the one training loop.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 add = lambda m, name: lora.add(m, r=R, alpha=2 * R, targets="all-linear", name=name)
 hists = train_adapters(model, {"sql": sql["train"], "python": python["train"]}, add, steps=STEPS, lr=5e-3,
                        batch_size=BATCH)
@@ -86,7 +86,7 @@ print(f"adapters: {lora.adapter_names(model)}, {per_adapter:,} parameters each "
 # The same model object answers both kinds of request: `lora.set_active` picks the adapter, `lora.disabled`
 # runs the base. Nothing is reloaded or recomputed.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 prompts = {"sql": sql["test"][0].prompt, "python": python["test"][0].prompt}
 
 
@@ -109,7 +109,7 @@ for name in ("sql", "python"):
 # loss. Exact match of whole generated answers needs far more training than fits in a minute on a CPU; the token
 # measures move long before it does. Each adapter is good at its own task only.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def both_tasks(m):
     return {k: {metric: score(m, v, metric) for metric in METRICS} for k, v in tests.items()}
 
@@ -146,7 +146,7 @@ print("logits with both adapters loaded (SQL active) == SQL adapter alone:", swi
 # truncates to rank 8, the rank of one adapter, half of what `cat` needs to be exact. The interference is the gap
 # between each task's score under a merge and under its own adapter.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 combos = [(m, w) for w in (0.5, 1.0) for m in ("linear", "cat", "svd")]
 merged = {}
 for method, w in combos:
@@ -196,7 +196,7 @@ plt.show()
 #
 # ## Claim check
 
-# %%
+# %% tags=["nbval-ignore-output"]
 gap = {k: min(r["token_accuracy"][t] - single[t][t]["token_accuracy"] for t in tests) for k, r in merged.items()}
 best = max(gap, key=gap.get)  # the merge whose worse task loses least against its own adapter
 best_gap = gap[best]

@@ -67,7 +67,7 @@ print(repr(mixed["train"][0].text))
 # `adapters.add` puts an adapter after the attention and after the MLP of every layer and freezes everything
 # else; `train_adapters` trains the SQL adapter on SQL only and the Python adapter on Python only.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 add = lambda m, name: adapters.add(m, bottleneck=M, name=name, placement=PLACEMENT)
 hists = train_adapters(model, {"sql": sql["train"], "python": python["train"]}, add, steps=STEPS, lr=1e-2,
                        batch_size=BATCH)
@@ -97,7 +97,7 @@ for name in ("sql", "python"):
 # included. At initialisation $Q$ and $K$ are small and $V$ is the identity, so fusion starts as an almost
 # equal average of the two adapters' outputs: we score that too.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 adapters.add_fusion(model, ["sql", "python"], name="fusion")
 fusion_params = count_parameters(model).trainable
 frozen = {k: v.clone() for k, v in model.state_dict().items() if ".fusions." not in k}
@@ -133,7 +133,7 @@ print(f"one LoRA adapter: {per_lora:,} parameters; merged (cat): rank {cat['loss
 #
 # "Oracle routing" is each domain answered by its own adapter: the ceiling for any way of combining the two.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 results["oracle routing (own adapter per domain)"] = {
     metric: {d: results[f"{d} adapter alone"][metric][d] for d in sorted(test)} for metric in METRICS}
 params = {"base model": (0, 0), "sql adapter alone": (per_adapter, 0), "python adapter alone": (per_adapter, 0),
@@ -172,7 +172,7 @@ plt.show()
 # show their mean over the tokens of one SQL and one Python test example, per fusion layer (in forward order:
 # layer 0 after attention, layer 0 after the MLP, layer 1 after attention, ...).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 sql_example, python_example = test["sql"][0], test["python"][0]
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
 for ax, ex in zip(axes, (sql_example, python_example)):
@@ -195,7 +195,7 @@ for d in means:
 #
 # ## Claim check
 
-# %%
+# %% tags=["nbval-ignore-output"]
 fusion, own = results["AdapterFusion (trained)"], results["oracle routing (own adapter per domain)"]
 worst = lambda r: min(r["token_accuracy"].values())  # the weaker domain's token accuracy
 gap = {d: fusion["token_accuracy"][d] - own["token_accuracy"][d] for d in ("sql", "python")}
@@ -228,7 +228,7 @@ display(claim_check([
 # on the SQL adapter token by token in every layer. Try a Python prompt with SQL words in it, or a plain English
 # sentence that belongs to neither domain. The function returns numbers; the widget only draws them.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def fusion_view(text: str) -> dict:
     """Per-layer mean fusion weights and per-token weight on the SQL adapter for one input."""
     w = fusion_weights_for(model, text)  # (layers, tokens, [sql, python])

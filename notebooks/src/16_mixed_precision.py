@@ -91,7 +91,7 @@ print(f"bf16's eps is {bf16['eps'] / fp16['eps']:.0f}x fp16's ({bf16['eps']:.1e}
 # embedding output, every block output and the logits. This runs on the CPU: fp16 tensors and kernels exist
 # there; only fp16 *training* with a GradScaler is GPU-only in PyTorch.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 ids, labels = next(packed_batches(data.pretraining_corpus()["train"], 4, 64))
 SCALES = [1.0, 2.0**8, 2.0**16, 2.0**24]
 sweep = loss_scale_sweep(base, ids, SCALES, "fp16", labels) + loss_scale_sweep(base, ids, [1.0], "bf16", labels)
@@ -125,7 +125,7 @@ display(table([(r["precision"], f"2^{int(math.log2(r['loss_scale']))}",
 # text as the data, where the loss and so the gradients are smallest. The per-layer error is that of the
 # gradients of the first batch against an fp32 backward.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 STEPS16 = 20
 by_layer = {s: gradient_error_by_layer(base, ids, labels, s) for s in (1.0, 2.0**16)}
 display(table([(kind, f"{by_layer[1.0][kind]:.2e}", f"{by_layer[2.0**16][kind]:.2e}") for kind in by_layer[1.0]],
@@ -157,7 +157,7 @@ print(f"largest loss gap to fp32 gradients over {STEPS16} steps: " + ", ".join(f
 # The histogram of |gradient| in fp32 against fp16's limits (the picture of Micikevicius et al., figure 3, on our
 # model):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 mags = gradient_magnitudes(base, ids, labels)
 lo_sub, lo_norm = torch.tensor(fp16["smallest_subnormal"]).log2().item(), torch.tensor(fp16["smallest_normal"]).log2().item()
 fig, ax = plt.subplots(figsize=(8, 3.2))
@@ -200,7 +200,7 @@ display(table([(dtype, f"{r['loss'][0]:.3f}", f"{r['loss'][-1]:.3f}", f"{r['unch
 # `train(..., precision=...)` runs the forward pass under autocast and keeps fp32 parameters; fp16 also gets a
 # GradScaler. Full fine-tuning of the base on question answering, 30 steps per precision:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 qa = data.qa_task()
 runs = {}
 for precision in PRECISIONS:
@@ -272,10 +272,13 @@ except ValueError as err:
 # %% [markdown]
 # ## Claim check
 #
-# The counts and byte totals below are deterministic (one backward, one step: a second seed changes nothing), so each
-# verdict is the measured value against the margin stated in the row (`peftlab.evidence.exact`).
+# The counts and byte totals below are deterministic on one machine (one backward, one step: a second seed changes
+# nothing), so each verdict is the measured value against the margin stated in the row (`peftlab.evidence.exact`).
+# Float rounding differs between CPU instruction sets, so on another machine a count can move by a few entries (seen
+# under AVX2: 144,953 against 144,952); the table is therefore not compared by the tests, and the line after it,
+# the verdicts alone, is.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 none, s16, s24 = sweep[0], sweep[2], sweep[3]
 bf = sweep[-1]
 big = mem_rows[BIG_BATCH]
@@ -283,7 +286,7 @@ act_ratio = big[0]["activations"] / big[1]["activations"]
 total_ratio = big[0]["total"] / big[1]["total"]
 zeroed = lambda r: r["weight_zeroed"] + r["activation_zeroed"]
 worst_layer_gain = max(by_layer[1.0][k] / by_layer[2.0**16][k] for k in by_layer[1.0])
-display(claim_check([
+claims = [
     ("fp32 master weights", "Micikevicius et al.: the optimizer updates an fp32 copy",
      f"bf16 autocast: weights {big[1]['weights'] / n:.0f} B/param; 4 B/param means fp32",
      exact(big[1]["weights"] / n, 4.0, claim="equivalent", margin=0.01).verdict),
@@ -306,7 +309,11 @@ display(claim_check([
     ("~2x less memory", "Micikevicius et al.: 'nearly 2x' (activations and fp16 weights)",
      f"batch {BIG_BATCH[0]} x {BIG_BATCH[1]}: whole step {total_ratio:.2f}x smaller (activations {act_ratio:.2f}x); "
      "at least 1.8x", exact(total_ratio, 1.8, margin=0).verdict),
-]))
+]
+display(claim_check(claims))
+
+# %%
+print("verdicts:", ", ".join(verdict for *_, verdict in claims))
 
 # %% [markdown]
 # "bf16 is faster" is a claim about GPUs with 16-bit matrix units (tensor cores), which this notebook cannot test on a

@@ -138,7 +138,7 @@ plot_funnel(funnel, "self-instruct funnel (ROUGE-L < 0.7)")
 # nobody trained on. The teacher may still write a held-out input by chance (it knows the word list); those tasks
 # are counted here, and the student that gets them learns them from the teacher, not from the test set.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 datasets = {"seeds only": seeds, "seeds + unfiltered": seeds + result.unfiltered,
             "seeds + filtered": seeds + result.kept}
 leaked = {(r.family, r.input) for r in heldout} & {(t.family, t.input) for t in result.unfiltered}
@@ -164,7 +164,7 @@ for ax in axes:
     ax.tick_params(axis="x", labelsize=8)
 plt.tight_layout(); plt.show()
 
-# %%
+# %% tags=["nbval-ignore-output"]
 wrong = sum(g.verdict.startswith("wrong output") for g in result.generations)
 print(f"the unfiltered set adds {len(result.unfiltered)} tasks, {wrong} of them with a wrong output; "
       f"the filtered set adds {len(result.kept)}, all checked")
@@ -186,7 +186,7 @@ for name, s in scores.items():
 #
 # ## Claim check
 
-# %%
+# %% tags=["nbval-ignore-output"]
 filtered, unfiltered, seeds_only = (scores[k] for k in ["seeds + filtered", "seeds + unfiltered", "seeds only"])
 
 best_student = max(s["exact_match"] for s in scores.values())
