@@ -106,7 +106,7 @@ def test_no_committed_notebook_holds_stderr_output():
 
 def test_every_notebook_runs_whole_and_pictures_its_explorer():
     """No cell is skipped under nbval: the explorer cells run too (tagged nbval-ignore-output), so the
-    suite sees what a learner running all cells sees, and notebooks/conftest.py holds each notebook to
+    suite sees what a learner running all cells sees, and the root conftest.py holds each notebook to
     its time limit. Each notebook has one explorer cell, and the markdown cell right above it shows a
     committed picture of that explorer (scripts/explorer_pictures.py), for a reader on a code host or
     before running."""

@@ -1,4 +1,4 @@
-"""notebooks/conftest.py fails a notebook that takes longer than its limit under nbval, and only then."""
+"""The root conftest.py fails a notebook that takes longer than its limit under nbval, and only then."""
 
 import json
 import re
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-CONFTEST = Path(__file__).resolve().parent.parent / "notebooks" / "conftest.py"
+CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
 
 
 def notebook(cells: list[str]) -> dict:
@@ -20,7 +20,7 @@ def notebook(cells: list[str]) -> dict:
 
 
 def run_nbval(tmp_path, limit: str, threads: str = "2") -> subprocess.CompletedProcess:
-    shutil.copy(CONFTEST, tmp_path / "conftest.py")
+    shutil.copy(CONFTEST, tmp_path / "conftest.py")  # the root conftest, with the limit
     (tmp_path / "slow.ipynb").write_text(json.dumps(notebook(["import time", "time.sleep(3)"])))
     env = {"PATH": str(Path(sys.executable).parent), "PEFTLAB_NOTEBOOK_LIMIT_S": limit, "OMP_NUM_THREADS": threads,
            "HOME": str(tmp_path)}
