@@ -27,7 +27,7 @@ def available(directory: Path = CHECKPOINT_DIR) -> list[str]:
     `<name>.json` next to its weights `<name>.safetensors`.
 
     >>> available()
-    ['teacher', 'tiny']
+    ['teacher', 'tiny', 'tiny_one']
     """
     directory = Path(directory)
     if not directory.is_dir():

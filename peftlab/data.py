@@ -148,14 +148,31 @@ def _story(rng: random.Random, people: tuple[Person, ...]) -> str:
     return rng.choice(STORIES).format(**slots)
 
 
+PHRASING_CHOICES = ("all", "one")
+
+
 @lru_cache(maxsize=4)
-def pretraining_corpus(seed: int = 0) -> dict[str, list[str]]:
+def pretraining_corpus(seed: int = 0, phrasings: str = "all") -> dict[str, list[str]]:
     """Documents for pre-training: train holds every fact in every phrasing plus stories;
     val and test hold other stories (new combinations of known facts), never seen in train.
 
+    `phrasings="one"` is the corpus without knowledge augmentation (Allen-Zhu & Li 2023, arXiv 2309.14316):
+    each fact in its first phrasing only (the fact-completion probe's), as often as the four phrasings
+    together appear in the full corpus, and no stories in train, since a story restates facts in other
+    words. Val and test are the same stories.
+
     >>> {split: len(docs) for split, docs in pretraining_corpus().items()}
     {'train': 6960, 'val': 200, 'test': 200}
+    >>> one = pretraining_corpus(phrasings="one")
+    >>> len(one["train"]), one["train"].count("Tevel lives in Ostrel."), one["val"] == pretraining_corpus()["val"]
+    (5760, 12, True)
+    >>> pretraining_corpus(phrasings="two")
+    Traceback (most recent call last):
+    ...
+    ValueError: phrasings must be one of ('all', 'one'), got 'two'
     """
+    if phrasings not in PHRASING_CHOICES:
+        raise ValueError(f"phrasings must be one of {PHRASING_CHOICES}, got {phrasings!r}")
     people = world(seed)
     rng = random.Random(f"corpus-{seed}")
     fact_docs = [ph.format(n=p.name, v=v) for p, a, v in facts(people) for ph in PHRASINGS[a]]
@@ -169,6 +186,9 @@ def pretraining_corpus(seed: int = 0) -> dict[str, list[str]]:
     # Each fact sentence appears FACT_REPEATS times per epoch: a 3M-parameter model needs many
     # exposures to store 480 facts, and the stories alone would drown them.
     train = fact_docs * FACT_REPEATS + stories[:1200]
+    if phrasings == "one":
+        n = len(PHRASINGS["city"])  # phrasings per fact (four for every attribute)
+        train = [PHRASINGS[a][0].format(n=p.name, v=v) for p, a, v in facts(people)] * (FACT_REPEATS * n)
     rng.shuffle(train)
     return {"train": train, "val": stories[1200:1400], "test": stories[1400:]}
 
@@ -223,6 +243,36 @@ def stranger_qa(n_people: int = 12) -> list[Example]:
     known = {p.name for p in world()}
     strangers = [p for p in world(seed=1) if p.name not in known][:n_people]
     return [qa_example(p, a) for p in strangers for a in ATTRIBUTES]
+
+
+def wrong_answers(examples: list[Example], share: float, seed: int = 0) -> list[Example]:
+    """A copy of a Q/A set (`qa_task`) in which `share` of the answers, round(share * n) examples drawn
+    with `seed`, are wrong: another value of the asked attribute, drawn with the same seed. Noisy
+    fine-tuning data, for measuring what label noise costs.
+
+    >>> train = qa_task()["train"]
+    >>> noisy = wrong_answers(train, 0.25)
+    >>> sum(a.response != b.response for a, b in zip(train, noisy)), len(train)
+    (60, 240)
+    >>> wrong_answers(train, 1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: share (the wrong-answer share) must be a number in [0, 1], got 1.5
+    """
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"share (the wrong-answer share) must be a number in [0, 1], got {share!r}")
+    unknown = [e for e in examples if e.meta.get("attribute") not in ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"examples must be Q/A examples (qa_task) whose meta names an attribute of "
+                         f"{list(ATTRIBUTES)}; {len(unknown)} do not, such as {unknown[0].prompt!r}")
+    rng = random.Random(f"wrong-answers-{seed}")
+    out = list(examples)
+    for i in rng.sample(range(len(out)), round(share * len(out))):
+        e = out[i]
+        truth = e.response.strip()
+        value = rng.choice([v for v in ATTRIBUTES[e.meta["attribute"]] if v != truth])
+        out[i] = Example(e.prompt, f" {value}\n", {**e.meta, "wrong": True})
+    return out
 
 
 def _split(items: list, seed: str, val: float = 0.1, test: float = 0.1) -> dict[str, list]:

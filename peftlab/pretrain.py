@@ -2,6 +2,7 @@
 
     python -m peftlab.pretrain            # reproduces peftlab/checkpoints/tiny.*
     python -m peftlab.pretrain --report   # measures the shipped checkpoint, and what fine-tuning does to it
+    python -m peftlab.pretrain --name tiny_one --phrasings one   # the base model without knowledge augmentation
 
 Pre-training is next-token prediction on random 256-byte windows of the pre-training corpus
 (facts in several phrasings and stories, no question/answer format), AdamW with cosine decay,
@@ -26,6 +27,8 @@ from .evaluate import evaluate_loss, exact_match
 from .train import packed_batches, train
 
 RECIPE = dict(steps=1000, batch_size=32, seq_len=256, lr=2e-3, warmup_steps=50, precision="bf16", seed=0)
+# The second base model, without knowledge augmentation: the same recipe on `data.pretraining_corpus(phrasings="one")`
+ONE_PHRASING = "tiny_one"
 
 
 def base_metrics(model: Transformer) -> dict:
@@ -64,13 +67,16 @@ def demonstrations(model: Transformer, qa_steps: int = 60, domain_steps: int = 1
             "fact_completion_after_domain": round(exact_match(dna, facts), 4)}
 
 
-def pretrain(name: str = "tiny", log_every: int = 100, **overrides) -> Transformer:
-    """Train the base model from scratch with RECIPE (or `overrides`) and save it as `name`."""
+def pretrain(name: str = "tiny", log_every: int = 100, phrasings: str = "all", **overrides) -> Transformer:
+    """Train the base model from scratch with RECIPE (or `overrides`) on the corpus with every phrasing of
+    each fact (`phrasings="all"`) or one (`"one"`, the `tiny_one` model), and save it as `name`."""
+    if phrasings not in data.PHRASING_CHOICES:  # before anything is trained or written
+        raise ValueError(f"phrasings must be one of {data.PHRASING_CHOICES}, got {phrasings!r}")
     recipe = {**RECIPE, **overrides}
     torch.manual_seed(recipe["seed"])
     model = Transformer(ModelConfig(max_seq_len=recipe["seq_len"]))
-    batches = packed_batches(data.pretraining_corpus()["train"], recipe["batch_size"], recipe["seq_len"],
-                             seed=recipe["seed"])
+    batches = packed_batches(data.pretraining_corpus(phrasings=phrasings)["train"], recipe["batch_size"],
+                             recipe["seq_len"], seed=recipe["seed"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], betas=(0.9, 0.95), weight_decay=0.0)
     start = time.perf_counter()
 
@@ -84,7 +90,10 @@ def pretrain(name: str = "tiny", log_every: int = 100, **overrides) -> Transform
           warmup_steps=recipe["warmup_steps"], precision=recipe["precision"], seed=recipe["seed"],
           progress=False, on_step=log)
     wall = time.perf_counter() - start
-    info = {"pretrain": {**recipe, "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(),
+    if phrasings != "all":
+        recipe["phrasings"] = phrasings
+    info = {"command": f"python -m peftlab.pretrain --name {name}" + (f" --phrasings {phrasings}" if phrasings != "all" else ""),
+            "pretrain": {**recipe, "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(),
                          "torch": torch.__version__, "machine": platform.machine()}}
     save_checkpoint(model, name, info)
     model = load_base(name)  # measure what ships: the fp16-stored weights
@@ -99,6 +108,8 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="measure the shipped checkpoint instead of training")
     parser.add_argument("--name", default="tiny")
     parser.add_argument("--steps", type=int, default=RECIPE["steps"])
+    parser.add_argument("--phrasings", choices=data.PHRASING_CHOICES, default="all",
+                        help=f"'one': the base model without knowledge augmentation (shipped as {ONE_PHRASING})")
     args = parser.parse_args()
     if args.report:
         t = time.perf_counter()
@@ -109,7 +120,7 @@ def main() -> None:
             print(f"{k}: {v}")
         print("pre-training:", manifest(args.name).get("pretrain"))
     else:
-        pretrain(args.name, steps=args.steps)
+        pretrain(args.name, steps=args.steps, phrasings=args.phrasings)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import pytest
 import peftlab
 from peftlab import data
 import peftlab.checkpoint
+import peftlab.pretrain
 from peftlab.checkpoint import CHECKPOINT_DIR, load_base, manifest
 from peftlab.model import ModelConfig
 
@@ -32,7 +33,7 @@ def test_base_does_not_know_the_qa_format(base):
 
 
 def test_unknown_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"available in .*: \['teacher', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"available in .*: \['teacher', 'tiny', 'tiny_one'\]"):
         load_base("huge")
 
 
@@ -118,3 +119,16 @@ def test_qa_fine_tuning_on_half_the_people_answers_the_other_half(base):
     train(base, qa["train"], steps=60, lr=1e-4, batch_size=16, progress=False)
     assert peftlab.exact_match(base, qa["test"]) >= 0.70
     assert peftlab.exact_match(base, data.stranger_qa()) <= 0.20  # people it never read about
+
+
+def test_the_one_phrasing_base_ships_and_pretraining_refuses_an_unknown_corpus(tmp_path, monkeypatch):
+    """tiny_one: the base model without knowledge augmentation (notebook 10), made by the same recipe on the
+    one-phrasing corpus; it stores the facts as well as tiny in their one trained form."""
+    info = manifest("tiny_one")
+    assert info["pretrain"]["phrasings"] == "one" and info["command"].endswith("--phrasings one")
+    assert {k: v for k, v in info["pretrain"].items() if k in peftlab.pretrain.RECIPE} == peftlab.pretrain.RECIPE
+    assert info["metrics"]["fact_completion"] >= 0.90
+    monkeypatch.setattr(peftlab.checkpoint, "CHECKPOINT_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"phrasings must be one of \('all', 'one'\), got 'two'"):
+        peftlab.pretrain.pretrain("x", phrasings="two")
+    assert list(tmp_path.iterdir()) == []

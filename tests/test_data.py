@@ -64,3 +64,30 @@ def test_instruction_outputs_follow_their_rule():
             assert r.output == r.input[::-1]
         if r.family == "sort":
             assert r.output.split() == sorted(r.input.split())
+
+
+def test_wrong_answers_replace_a_share_with_another_value_of_the_attribute():
+    train = data.qa_task()["train"]
+    before = [e.response for e in train]
+    noisy = data.wrong_answers(train, 0.3)
+    assert [e.response for e in train] == before  # the input is not changed
+    changed = [(a, b) for a, b in zip(train, noisy) if a.response != b.response]
+    assert len(changed) == round(0.3 * len(train)) == 72
+    for a, b in changed:
+        assert b.prompt == a.prompt and b.meta["wrong"]
+        assert b.response.strip() in data.ATTRIBUTES[a.meta["attribute"]] and b.response.endswith("\n")
+    assert noisy == data.wrong_answers(train, 0.3)  # seeded
+    assert data.wrong_answers(train, 0.0) == train
+    for bad in (-0.1, 1.01, "half", True, float("nan")):
+        with pytest.raises(ValueError, match=r"share \(the wrong-answer share\) must be a number in \[0, 1\]"):
+            data.wrong_answers(train, bad)
+    with pytest.raises(ValueError, match="examples must be Q/A examples"):
+        data.wrong_answers(data.sql_task()["train"], 0.5)
+
+
+def test_the_one_phrasing_corpus_states_each_fact_once_as_often():
+    full, one = data.pretraining_corpus(), data.pretraining_corpus(phrasings="one")
+    probes = {e.prompt + e.response + "." for e in data.fact_completion()}
+    assert set(one["train"]) == probes  # only the first phrasing of each fact, no stories
+    assert len(one["train"]) == len(full["train"]) - 1200  # the fact documents of the full corpus, less its 1,200 stories
+    assert one["val"] == full["val"] and one["test"] == full["test"]

@@ -353,3 +353,47 @@ def test_a_diverging_rate_is_recorded_and_never_chosen(checkpoints, tmp_path, mo
     assert [g["lr"] for g in grid] == [0.1, 0.3] and grid[1]["val"] == [None] and grid[1]["mean"] is None
     assert results["sweep"]["prompt"]["best_lr"] == 0.1
     assert studies.sweep_width(results["sweep"], "prompt", 1e9) == [1]  # the diverged rate never counts
+
+
+def test_a_claim_against_the_base_model(checkpoints, tmp_path):
+    """b="base": the base model's own value, read at step 0 of the test curve (one number, the same for every
+    seed), weighed by compare's one-sample interval."""
+    drop = Claim("drop", "training lowers the loss", "a test", "answer_loss", "lora", studies.BASE, "less", 0.0)
+    with pytest.raises(ValueError, match="b='base' reads the base model at step 0"):
+        toy_study(claims=(dataclasses.replace(drop, metric="exact_match"),))  # not on the curve
+    with pytest.raises(ValueError, match="b='base' reads the base model at step 0"):
+        toy_study(claims=(dataclasses.replace(drop, on="matched", success=1.0),), curve_metrics=("answer_loss",))
+    results = studies.run(toy_study(claims=(drop,)), directory=tmp_path, checkpoints=checkpoints, progress=False)
+    (claim,) = results["claims"]
+    base_value = results["runs"]["lora"]["seeds"][0]["curve"]["test"]["answer_loss"][0]
+    assert claim["b_values"] == base_value == results["runs"]["lora"]["seeds"][1]["curve"]["test"]["answer_loss"][0]
+    ev = compare(claim["a_values"], base_value, claim="less")
+    assert (claim["verdict"], claim["estimate"], claim["n_seeds"]) == (ev.verdict, ev.estimate, 2)
+
+
+def test_a_second_base_and_wrong_answers(checkpoints, tmp_path):
+    """Method.base trains that method from another checkpoint (and the staleness hash covers both bases);
+    Method.wrong trains on a Q/A set with that share of wrong answers; a base that does not exist and a share
+    outside [0, 1] are refused before anything runs or is written."""
+    torch.manual_seed(1)
+    save_checkpoint(Transformer(TINY), "toy2", {}, directory=checkpoints)
+    lora = toy_study().methods[1]
+    other = dataclasses.replace(lora, label="other", base="toy2")
+    noisy = dataclasses.replace(lora, label="noisy", wrong=1.0)
+    study = toy_study(methods=(lora, other, noisy), claims=(
+        Claim("x", "s", "a test", "answer_loss", "other", "lora", "less", 0.0),))
+    assert studies.bases(study) == ["toy", "toy2"]
+    assert studies.base_hash(study, checkpoints) != studies.base_hash(toy_study(), checkpoints)
+    with pytest.raises(ValueError, match=r"share \(the wrong-answer share\) must be a number in \[0, 1\], got 1.5"):
+        dataclasses.replace(study, methods=(lora, other, dataclasses.replace(noisy, wrong=1.5)))
+    with pytest.raises(ValueError, match="wrong .* needs task='qa_task'"):
+        dataclasses.replace(study, task="sql_task")
+    missing = dataclasses.replace(study, methods=(lora, dataclasses.replace(other, base="nope"), noisy))
+    with pytest.raises(ValueError, match="unknown base model 'nope'"):
+        studies.run(missing, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    assert not studies.results_path(missing, tmp_path).exists()
+    results = studies.run(study, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    step0 = {m: results["runs"][m]["seeds"][0]["curve"]["test"]["answer_loss"][0] for m in ("lora", "other", "noisy")}
+    assert step0["lora"] == step0["noisy"] != step0["other"]  # another base model answers otherwise
+    assert results["runs"]["lora"]["seeds"][0]["train_loss"] != results["runs"]["noisy"]["seeds"][0]["train_loss"]
+    assert studies.status(study, tmp_path, checkpoints) == "fresh"

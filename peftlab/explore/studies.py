@@ -13,10 +13,10 @@ from .report import table
 
 FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit": "points"}, "loss": {"unit": "nats"},
            "rc_loss": {"unit": "nats"}, "fact_rank": {"scale": 100, "unit": "points"},
-           "fact_match": {"scale": 100, "unit": "points"}}
+           "fact_match": {"scale": 100, "unit": "points"}, "stranger_match": {"scale": 100, "unit": "points"}}
 LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "loss": "loss (nats per byte)",
           "rc_loss": "reverse-complement loss (nats)", "fact_rank": "facts ranked first",
-          "fact_match": "facts completed (greedy)"}
+          "fact_match": "facts completed (greedy)", "stranger_match": "strangers' questions answered"}
 
 
 def describe(results: dict) -> str:

@@ -63,12 +63,13 @@ from ..train import NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
-STUDY_MODULES = ("lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget",
+STUDY_MODULES = ("full_forgetting", "finetune_data", "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget",
                  "lora_rank", "ptuning_encoders", "full_vs_lora")
 TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
 SPLITS = ("val", "test")
 QA_EVAL_NOTE = ("val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
                 "people x 4 facts), all the task has, for the curves and the claims")  # the Q/A studies' eval_note
+BASE = "base"  # a claim's b may name the base model itself: its step-0 value on the test curve (one number)
 CHECK_TOLERANCE = 0.005  # nats: a replica on the same device agrees to ~1e-6; a changed run differs by far more
 
 
@@ -91,6 +92,13 @@ def fact_rank(model: nn.Module, facts: Sequence[data.Example]) -> float:
     return ranking_accuracy(model, facts, [[f" {v}" for v in data.ATTRIBUTES[f.meta["attribute"]]] for f in facts])
 
 
+def strangers() -> dict[str, list[data.Example]]:
+    """Q/A about 12 people pre-training never mentions (`data.stranger_qa`, 48 questions), as both splits:
+    a control that no format answers."""
+    qa = data.stranger_qa()
+    return {"val": qa, "test": qa}
+
+
 @functools.lru_cache(maxsize=1)
 def fact_splits() -> dict[str, list[data.Example]]:
     """The 480 facts of pre-training, alternately to val (240) and test (240): old knowledge, not trained on."""
@@ -107,9 +115,11 @@ METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
     "rc_loss": (rc_loss, "min"),  # `data.dna_task`: the reverse complement only
     "fact_rank": (fact_rank, "max"),  # old knowledge, on `fact_splits`
     "fact_match": (greedy_accuracy, "max"),  # old knowledge, on `fact_splits`: greedy completion of the value
+    "stranger_match": (greedy_accuracy, "max"),  # Q/A about people never read about (`strangers`)
 }
 # Metrics measured on their own data instead of the task's val and test splits (old knowledge, say).
-METRIC_DATA: dict[str, Callable[[], dict[str, list]]] = {"fact_rank": fact_splits, "fact_match": fact_splits}
+METRIC_DATA: dict[str, Callable[[], dict[str, list]]] = {"fact_rank": fact_splits, "fact_match": fact_splits,
+                                                         "stranger_match": strangers}
 # what a claim weighs: the final runs' test metric, the sweep's breadth, or the curves at a matched level
 ON = ("final", "sweep_width", "matched")
 
@@ -155,6 +165,8 @@ class Method:
     steps: int
     n_train: int | None = None  # train on the first n training examples only (a low-data set-up); None: all
     sweep_seeds: tuple[int, ...] | None = None  # this method's sweep seeds, if not the study's
+    base: str | None = None  # this method's base checkpoint, if not the study's (a second pre-training)
+    wrong: float | None = None  # Q/A only: this share of the training answers wrong (`data.wrong_answers`)
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,13 @@ class Study:
                 positive_int(m.n_train, f"method {m.label!r} n_train")
             if m.sweep_seeds is not None and not m.sweep_seeds:
                 raise ValueError(f"method {m.label!r}: sweep_seeds must list at least one seed, or be None")
+            if m.base is not None and (not isinstance(m.base, str) or not m.base):
+                raise ValueError(f"method {m.label!r}: base must name a base checkpoint, or be None; got {m.base!r}")
+            if m.wrong is not None:
+                if self.task != "qa_task":
+                    raise ValueError(f"method {m.label!r}: wrong (a share of wrong answers) needs task='qa_task', "
+                                     f"got {self.task!r}")
+                data.wrong_answers([], m.wrong)  # its own check: a number in [0, 1]
         for seed in (*self.seeds, *self.sweep_seeds, *(s for m in self.methods for s in m.sweep_seeds or ())):
             int_at_least(seed, "seeds and sweep_seeds", 0)
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
@@ -229,8 +248,14 @@ class Study:
         for step in self.eval_steps:
             positive_int(step, "eval_steps")
         for c in self.claims:
-            if c.a not in labels or c.b not in labels:
-                raise ValueError(f"claim {c.id!r}: a and b must be method labels {labels}, got {c.a!r}, {c.b!r}")
+            if c.a not in labels or c.b not in (*labels, BASE):
+                raise ValueError(f"claim {c.id!r}: a and b must be method labels {labels} (b may also be "
+                                 f"{BASE!r}, the base model), got {c.a!r}, {c.b!r}")
+            if c.b == BASE and (c.on != "final" or not (c.metric == self.metric or (
+                    c.metric in self.curve_metrics and "test" in self.curve_splits))):
+                raise ValueError(f"claim {c.id!r}: b={BASE!r} reads the base model at step 0 of the test curve, "
+                                 f"so it needs on='final' and a metric on that curve ({self.metric!r} or "
+                                 f"curve_metrics with 'test' in curve_splits), got on={c.on!r}, {c.metric!r}")
             if c.on not in ON:
                 raise ValueError(f"claim {c.id!r}: on must be one of {ON}, got {c.on!r}")
             if c.on == "final" and c.metric not in self.finals:
@@ -310,7 +335,7 @@ WORDS = {"study": ("title", "notebook", "seeds_note", "eval_note", "notes"), "cl
 # what every earlier run did), so adding a capability does not make the studies that do not use it stale.
 OPTIONAL = {"study": {"curve_metrics": [], "curve_splits": list(SPLITS), "eval_steps": [], "sweep_metrics": []},
             "claim": {"on": "final", "success": None},
-            "method": {"n_train": None, "sweep_seeds": None}}
+            "method": {"n_train": None, "sweep_seeds": None, "base": None, "wrong": None}}
 
 
 def _drop_defaults(d: dict, kind: str) -> dict:
@@ -349,9 +374,19 @@ def config_hash(study: Study | dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def bases(study: Study) -> list[str]:
+    """The base checkpoints a study trains from: its own first, then any a method names."""
+    return list(dict.fromkeys([study.base, *(m.base for m in study.methods if m.base)]))
+
+
 def base_hash(study: Study, checkpoints: Path = CHECKPOINT_DIR) -> str:
-    """The SHA-256 of the study's base checkpoint weights, from its manifest (`checkpoints/<base>.json`)."""
-    return manifest(study.base, checkpoints)["sha256"]
+    """The SHA-256 of the study's base checkpoint weights, from its manifest (`checkpoints/<base>.json`); for a
+    study with a second base (`Method.base`), the SHA-256 of every base's name and hash."""
+    names = bases(study)
+    if len(names) == 1:
+        return manifest(study.base, checkpoints)["sha256"]
+    joined = ",".join(f"{n}:{manifest(n, checkpoints)['sha256']}" for n in names)
+    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def results_path(study: Study | str, directory: Path = RESULTS_DIR) -> Path:
@@ -549,6 +584,8 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
     record: dict = {"seed": seed, "train_loss": [],
                     "curve": {"step": [], **{s: {f: [] for f in measured[s]} for s in SPLITS}}}
     train_set = splits["train"][:method.n_train] if method.n_train else splits["train"]
+    if method.wrong is not None:  # the same answers wrong in every run: the data is part of the set-up
+        train_set = data.wrong_answers(train_set, method.wrong)
     torch.manual_seed(seed)
     model = methods.prepare(base, method.name, **method.options)
     at = set(_eval_steps(steps, study.eval_every, study.eval_steps))
@@ -602,7 +639,7 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
     dev = check_device(device)
     if Path(directory).resolve() == Path(checkpoints).resolve():  # <id>.json would overwrite a manifest
         raise ValueError(f"directory (the results) must differ from checkpoints, both are {directory}")
-    base = load_base(study.base, device=dev, directory=checkpoints)
+    loaded = {name: load_base(name, device=dev, directory=checkpoints) for name in bases(study)}  # or a clear error
     splits = _splits(study)
     total = sum(w["sweep_steps"] + w["final_steps"] for w in work(study).values())
     start = time.perf_counter()
@@ -615,7 +652,8 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
                 per_seed, also = [], {f: [] for f in study.sweep_metrics}
                 for seed in study.sweep_seeds_of(m.label):
                     bar.set_postfix_str(f"sweep {m.label} lr={lr:g} seed={seed}")
-                    model, rec = _one_run(base, m, lr, seed, study, splits, curve=False, tick=bar.update)
+                    model, rec = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits, curve=False,
+                                          tick=bar.update)
                     diverged = "diverged_at_step" in rec
                     per_seed.append(math.nan if diverged else round(score(model, splits["val"]), 6))
                     for f in study.sweep_metrics:  # measured, never used to choose
@@ -631,7 +669,8 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
             lr, records = sweep[m.label]["best_lr"], []
             for seed in study.seeds:
                 bar.set_postfix_str(f"{m.label} lr={lr:g} seed={seed}")
-                model, record = _one_run(base, m, lr, seed, study, splits, curve=True, tick=bar.update)
+                model, record = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits, curve=True,
+                                         tick=bar.update)
                 record["final"] = {f: math.nan if "diverged_at_step" in record else
                                    round(METRICS[f][0](model, _data(f, "test", splits)), 6) for f in study.finals}
                 c = record["curve"]
@@ -723,7 +762,8 @@ def weigh(claim: Claim, runs: dict, sweep: dict | None = None) -> dict:
                     "reason": f"never reached val {by} {claim.success:g} ({'; '.join(missing)})"}
     else:
         a = [r["final"][claim.metric] for r in runs[claim.a]["seeds"]]
-        b = [r["final"][claim.metric] for r in runs[claim.b]["seeds"]]
+        b = (runs[claim.a]["seeds"][0]["curve"]["test"][claim.metric][0] if claim.b == BASE  # one number
+             else [r["final"][claim.metric] for r in runs[claim.b]["seeds"]])
     out = {**dataclasses.asdict(claim), "claim": claim.statement, "a_values": a, "b_values": b}
     try:
         ev = compare(a, b, claim=claim.kind, margin=claim.margin, paired=claim.paired)
@@ -735,7 +775,7 @@ def weigh(claim: Claim, runs: dict, sweep: dict | None = None) -> dict:
     elif claim.on == "matched":
         note = f"read where each run's val {sweep[claim.a]['metric']} first reaches {claim.success:g}"
     else:
-        unplateaued = [m for m in (claim.a, claim.b) if runs[m]["plateau_step"] is None]
+        unplateaued = [m for m in (claim.a, claim.b) if m != BASE and runs[m]["plateau_step"] is None]
         note = (f"no plateau within the budget for {', '.join(unplateaued)}: the verdict is about that budget, "
                 f"not about converged runs") if unplateaued else ""
     return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
@@ -901,7 +941,7 @@ def check(study: Study | str, *, method: str | None = None, steps: int | None = 
     steps = positive_int(steps if steps is not None else study.eval_every, "steps")
     stored = results["runs"][m.label]["seeds"][0]
     lr, seed = results["runs"][m.label]["lr"], stored["seed"]
-    _, replica = _one_run(load_base(study.base, device=check_device(device), directory=checkpoints), m, lr,
+    _, replica = _one_run(load_base(m.base or study.base, device=check_device(device), directory=checkpoints), m, lr,
                           seed, study, _splits(study), curve=True, stop_after=min(steps, m.steps))
     pairs = list(zip(stored["train_loss"], replica["train_loss"]))
     for s in SPLITS:
