@@ -30,11 +30,16 @@
 #
 # PEFT also offers TIES (Yadav et al. 2023, arXiv 2306.01708: trim small entries, elect a sign per entry,
 # average the agreeing ones) and DARE (Yu et al. 2023, arXiv 2311.03099: drop entries at random and rescale the
-# rest); both try to reduce interference between the updates. They are not measured here.
+# rest); both try to reduce interference between the updates. Note where PEFT applies them: its `ties`,
+# `dare_linear` and `dare_ties` combinations trim, drop and elect on the $A$ and $B$ factors separately, and only the
+# `*_svd` variants (`ties_svd`, `dare_linear_svd`, ...) act on the product $\Delta W$, the task vector the papers
+# work on. They are not measured here yet.
 #
-# What the short answer leaves out: "weighted sum" is only what `cat` computes; `linear` multiplies sums of
-# factors, and `svd` approximates. And a merged model applies *every* task's update to *every* input, which is
-# where interference comes from. Below we train two adapters, switch between them, merge them every way, and
+# What the short answer leaves out: merging into the base weights, $W_0 + \sum_i w_i \Delta W_i$ (each adapter
+# merged at its weight), is always exactly the weighted sum. The caveat is about building one new low-rank
+# adapter $(A, B)$ that stands for the sum: `cat` does so exactly, at rank $r_1 + r_2$; `linear` keeps rank $r$ but
+# multiplies sums of factors, so its $BA$ carries cross terms; `svd` approximates at the rank it is given. And any
+# merged model applies *every* task's update to *every* input, which is where interference comes from. Below we train two adapters, switch between them, merge them every way, and
 # measure both tasks under each merge.
 
 # %%

@@ -181,8 +181,9 @@ for name, s in scores.items():
 # loss shows what that buys. Unfiltered data adds more tasks, including the wrong ones; filtered data is fewer but
 # clean. Which wins on each measure is printed above and judged in the claim check below.
 #
-# Note what the ROUGE-L filter does here: the teacher mostly reuses wordings it was trained on, so most novelty
-# rejections are repeats or near-copies of a pooled instruction, as in the paper.
+# Note what the ROUGE-L filter does here: it drops a generated instruction whose ROUGE-L to an instruction already
+# in the pool is 0.7 or more (Wang et al.'s threshold); the funnel above counts those drops, not what kind of
+# near-copy each one is.
 #
 # ## Claim check
 
