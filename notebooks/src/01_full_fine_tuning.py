@@ -39,18 +39,18 @@ import re
 import torch
 import matplotlib.pyplot as plt
 import peftlab
-from peftlab import data, load_base, count_parameters, memory_report, exact_match, scale
-from peftlab.evaluate import complete, evaluate_loss
-from peftlab.train import train
+from peftlab import data, load_base, count_parameters, memory_report, scale, studies
+from peftlab.evaluate import complete, greedy_accuracy
 from peftlab.evidence import exact
 from peftlab.measure import forward_fn, time_ratios, train_step_fn
 from peftlab.explore.plots import stacked_bars
 from peftlab.explore.report import table, claim_check, mib
+from peftlab.explore.studies import (at_step_table, claim_table, describe, final_table, plot_bands, plot_sweep,
+                                     plot_sweep_tradeoff)
 
 torch.manual_seed(0)
 GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
 device = "cuda" if GPU else "cpu"
-STEPS = 200 if GPU else 60  # a larger setting where a GPU is present
 
 model = load_base(device=device)
 n = count_parameters(model)
@@ -58,55 +58,133 @@ print(f"base model: {n.total:,} parameters, {n.trainable:,} trainable ({n.percen
 print(model.config)
 
 # %% [markdown]
-# ## Run it: fine-tune every weight on natural language → SQL
+# ## The experiment: fine-tune every weight on natural language → SQL
 #
 # The base model was pre-trained on a generated corpus of facts and stories (notebook 10 shows it). It has never
 # seen SQL. We fine-tune *all* of its weights on pairs like the one below, with the loss on the SQL only, and
-# measure before and after: the loss on held-out SQL (the new task), how many held-out queries come out exactly
-# right, and greedy completion of the facts it learned in pre-training (old knowledge).
+# measure two things on the same runs:
+#
+# - **the new task**: the loss on held-out SQL, and how many held-out queries come out exactly right;
+# - **old knowledge**: the 480 facts of pre-training ("Tevel lives in" → " Ostrel"), measured two ways. *Facts
+#   completed*: greedy completion gives the value. *Facts ranked first*: among every value of that attribute (12 to
+#   16 candidates), the true one has the highest log-likelihood. A fact ranked first but no longer completed is still
+#   in the model; its output has been taken over by the new task. A fact no longer ranked first is lost.
 
 # %%
 sql = data.sql_task()
-facts = data.fact_completion()
-print(f"SQL pairs: {len(sql['train'])} train / {len(sql['val'])} val / {len(sql['test'])} test")
+facts = studies.fact_splits()  # the 480 facts, 240 val and 240 test
+print(f"SQL pairs: {len(sql['train'])} train / {len(sql['val'])} val / {len(sql['test'])} test (all the task has)")
+print(f"facts of pre-training: {len(facts['val'])} val / {len(facts['test'])} test")
 print(repr(sql["train"][0].prompt + sql["train"][0].response))
 
-def sql_scores(m):
-    """Held-out loss on the SQL tokens; exact queries; queries right up to the quoted values."""
-    preds = complete(m, [e.prompt for e in sql["test"]], 64)
-    got = [p.split("\n")[0] for p in preds]
-    want = [e.response.strip() for e in sql["test"]]
-    shape = lambda q: re.sub(r"'[^']*'", "'?'", q)
-    return {"sql_loss": evaluate_loss(m, sql["test"], loss_on="response"),
-            "sql_exact": sum(g == w for g, w in zip(got, want)) / len(want),
-            "sql_shape": sum(shape(g) == shape(w) for g, w in zip(got, want)) / len(want),
-            "facts": exact_match(m, facts)}
-
-before = sql_scores(model)
-print("before:", {k: round(v, 3) for k, v in before.items()})
+# %% [markdown]
+# ## The study: learning and forgetting across learning rates
+#
+# How much full fine-tuning forgets depends on how far the weights move, so one learning rate tells little. Declared
+# in `peftlab/studies/full_forgetting.py` and run once by `python -m peftlab.studies run 01_full` (the results ship
+# with peftlab): full fine-tuning swept over six learning rates, 1e-5 to 3e-3, for 100 steps with two seeds each,
+# the rate chosen on validation SQL loss; the facts are measured at the end of every sweep run but never used for
+# the choice. Then five seeds train 200 steps at the chosen rate ("full") and at a gentler rate fixed before the
+# run, 3e-5 ("gentle").
 
 # %%
-hist = train(model, sql["train"], steps=STEPS, lr=5e-4, batch_size=16, progress=False)
-after = sql_scores(model)
-print(f"trained {hist.steps} steps in {hist.wall_time:.1f} s ({hist.tokens_per_s:,.0f} tok/s)")
-display(table([(k, f"{before[k]:.3f}", f"{after[k]:.3f}") for k in before], ["metric", "base", "after full fine-tuning"]))
-
-# %%
-fig, ax = plt.subplots(figsize=(6, 3))
-ax.plot(hist.loss)
-ax.set_xlabel("step"); ax.set_ylabel("loss (SQL tokens)"); ax.set_title("Full fine-tuning on NL → SQL")
+results = studies.load_results("01_full")  # refuses a file whose config or base model differs from today's
+print(describe(results))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+plot_sweep(ax1, results, ["full"])
+plot_sweep_tradeoff(ax2, results, "fact_rank", ["full"])
+plt.tight_layout()
 plt.show()
-
-# %%
-for example in sql["test"][:3]:
-    print(example.prompt + complete(model, [example.prompt], 64)[0].split("\n")[0])
+grid = results["sweep"]["full"]["grid"]
+display(table([(f"{g['lr']:g}", f"{g['mean']:.3f}", *(f"{sum(g['also'][f]) / len(g['also'][f]):.1%}"
+                                                      for f in ("fact_rank", "fact_match"))) for g in grid],
+              ["learning rate", "val SQL loss (nats)", "facts ranked first", "facts completed"]))
+base_facts = {f: results["runs"]["full"]["seeds"][0]["curve"]["test"][f][0] for f in ("fact_rank", "fact_match")}
+print("after 100 steps, mean of 2 seeds; val facts. The base model on the test facts: "
+      f"{base_facts['fact_rank']:.1%} ranked first, {base_facts['fact_match']:.1%} completed")
 
 # %% [markdown]
-# In a few dozen steps the model learned the *shape* of SQL: the held-out loss fell by almost two orders of
-# magnitude and 78% of the held-out queries have the right structure. Exact match has not moved at all: 0 of the 78
-# queries is exactly right (the table above), because the model writes a name and a value of the right kind but not
-# the ones in the question (the three completions above). Sixty steps say nothing about whether it would copy them
-# with more training. Meanwhile fact completion fell: every weight moved, including those that stored the facts.
+# The left panel is the sweep the rate comes from (validation SQL loss after 100 steps, mean of two seeds, the
+# chosen rate circled); the right panel and the table put the facts next to it. The sweep chooses 1e-3 (0.110 nats),
+# inside the grid but only just ahead of 3e-4 (0.112): on the new task the two are tied. On the facts they are far
+# apart, and forgetting grows with every step up the grid, from 87.7% of the validation facts ranked first at 1e-5
+# to 7.5% at 3e-3, against 95.4% (test facts) for the base model. The two fact measures tell what kind of
+# forgetting it is. At 3e-4, 61.3% of the facts are still ranked first but only 39.0% are completed: for about a
+# third of the facts the model still holds, the greedy answer has been taken over by the new task. At 1e-3 the two
+# measures are 18.5% and 3.1%: most facts are not hidden but lost. The gentlest rate, 1e-5, keeps them and learns
+# almost no SQL (2.61 nats).
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+for ax, metric in zip(axes, ("answer_loss", "exact_match", "fact_rank", "fact_match")):
+    plot_bands(ax, results, metric=metric)
+    ax.set_title(ax.get_title(), fontsize=8)
+    if metric != "answer_loss":
+        ax.set_ylim(0, 1)
+axes[0].set_yscale("log")
+plt.tight_layout()
+plt.show()
+for step in (50, 100):
+    display(at_step_table(results, step, ("answer_loss", "exact_match", "fact_rank", "fact_match")))
+display(final_table(results))
+
+# %% [markdown]
+# Five seeds at each rate for 200 steps (the bands are 95% intervals of the mean over seeds). Exact match does move
+# with enough training: at the chosen rate about 1% of the queries are exact at steps 50 and 100 (0.8% and 1.0%,
+# means of five seeds) and 22.6% after 200 steps [9.8, 35.3] (the final table; the seeds are far apart), while the
+# facts have fallen to
+# 12.5% ranked first and 2.3% completed. At 3e-5 the facts hold at 88.4% ranked first, and the SQL loss stops at
+# 0.185 nats against 0.076, with almost no exact query (0.3%). Neither set-up met the plateau rule within the 200
+# steps, so the verdicts below are about that budget. Most of the forgetting at 1e-3 happens in the first 50 steps
+# (the step-50 table): the facts drop long before the queries come out right.
+#
+# ## A live run, checked against the study
+#
+# One point of the study, trained here by the study's own code: full fine-tuning at the chosen rate, seed 0, for
+# the first 50 steps. Its held-out SQL loss must land inside the band where one more seed's run is expected (the
+# study's 95% prediction interval at step 50). Its numbers vary a little from machine to machine, so nbval does not
+# compare them; the cell after checks the band. The base model's fact scores are read from the study's step 0 (the
+# same computation on the same weights).
+
+# %%
+LIVE_STEPS = 50
+
+
+def sql_scores(m):
+    """Held-out SQL loss; exact queries; queries right up to the quoted values; facts ranked and completed."""
+    got = [p.split("\n")[0] for p in complete(m, [e.prompt for e in sql["test"]], 64)]
+    want = [e.response.strip() for e in sql["test"]]
+    shape = lambda q: re.sub(r"'[^']*'", "'?'", q)
+    return {"SQL loss (nats)": studies.answer_loss(m, sql["test"]),
+            "SQL exact match": sum(g == w for g, w in zip(got, want)) / len(want),
+            "SQL right shape": sum(shape(g) == shape(w) for g, w in zip(got, want)) / len(want),
+            "facts ranked first": studies.fact_rank(m, facts["test"]),
+            "facts completed": greedy_accuracy(m, facts["test"])}
+
+
+tuned, live = studies.live_run(results, "full", LIVE_STEPS, model, seed=0)  # the study's own training code
+after = sql_scores(tuned)
+before = {"SQL loss (nats)": results["runs"]["full"]["seeds"][0]["curve"]["test"]["answer_loss"][0],
+          "SQL exact match": results["runs"]["full"]["seeds"][0]["curve"]["test"]["exact_match"][0],
+          "SQL right shape": None, "facts ranked first": base_facts["fact_rank"],
+          "facts completed": base_facts["fact_match"]}
+
+# %% tags=["nbval-ignore-output"]
+fmt = lambda k, v: "—" if v is None else (f"{v:.3f}" if "loss" in k else f"{v:.1%}")
+display(table([(k, fmt(k, before[k]), fmt(k, after[k])) for k in after],
+              ["metric", "base", f"after {LIVE_STEPS} steps at lr {results['runs']['full']['lr']:g}"]))
+for example in sql["test"][:3]:
+    print(example.prompt + complete(tuned, [example.prompt], 64)[0].split("\n")[0])
+
+# %%
+print(studies.require_inside(results, "full", LIVE_STEPS, live))
+
+# %% [markdown]
+# The live run lands inside the study's band (the check above). Its table shows the same order of events as the
+# study's curves: after 50 steps more than half of the queries already have the right shape and none or almost none
+# is exact,
+# while the facts have fallen to about a quarter ranked first. The completions show why the queries are not exact
+# yet: the model writes a name and a value of the right kind, not the ones in the question.
 
 # %% [markdown]
 # ## Measure: memory by category, against the 16-bytes-per-parameter rule
@@ -167,22 +245,28 @@ print(f"training step / forward pass, batch 8 x 128: {timing['training step']}")
 
 # %% [markdown]
 # ## Claim check
+#
+# The study's claims, each with the margin declared before the run: for "full" against the base model, the mean of
+# five seeds against the base model's own value (which does not vary by seed) with its 95% one-sample interval; for
+# "gentle" against "full", the difference of the means with its 95% Welch interval; the verdict is what
+# `peftlab.evidence.compare` reads off it. Below them, the bytes per parameter, facts of the accounting that do not
+# vary with a seed, weighed by `peftlab.evidence.exact`.
 
 # %%
+display(claim_table(results))
 display(claim_check([
     ("optimizer state for 100% of parameters", "Adam: 2 states per parameter (8 B in fp32)",
      f"optimizer = {r.optimizer / n.total:.2f} B/param; 8 ± 0.01", exact(r.optimizer / n.total, 8.0, claim="equivalent", margin=0.01).verdict),
     ("~16 B/param before activations", "ZeRO: 2 + 2 + 12 = 16 B/param (mixed precision)",
      f"fp32: 4 + 4 + 8 = {per_param:.2f} B/param; 16 ± 0.01", exact(per_param, 16.0, claim="equivalent", margin=0.01).verdict),
-    ("full fine-tuning forgets", "catastrophic forgetting (McCloskey & Cohen 1989; Luo et al. 2023, arXiv 2308.08747)",
-     f"fact completion {before['facts']:.0%} → {after['facts']:.0%} after {STEPS} SQL steps",
-     "holds here" if after["facts"] < before["facts"] - 0.05 else "not at this setting"),
 ]))
 
 # %% [markdown]
-# The forgetting row depends on the learning rate and the number of steps, and it says nothing yet about
-# whether a parameter-efficient method would do better at the *same* new-task quality. Notebook 08 measures
-# that trade-off properly, as Biderman et al. (2024, arXiv 2405.09673) do.
+# All four verdicts hold, far outside their margins: at the rate the new task prefers, full fine-tuning forgets most
+# of what it read in pre-training within 200 steps, and a 33 times gentler rate keeps most of it but learns less SQL
+# in the same steps. Forgetting is a trade-off along the learning rate, not a fixed property of the method; whether a
+# parameter-efficient method does better at the *same* new-task quality is notebook 08's question (Biderman et al.
+# 2024, arXiv 2405.09673).
 #
 # ## Explore: batch, sequence length and precision against memory
 #
@@ -206,7 +290,9 @@ MemoryExplorer(load_base(device=device)).show()
 # - Full fine-tuning updates every parameter; with Adam it costs **16 bytes per parameter** before activations,
 #   in fp32 *and* in standard mixed precision. Measured here: exactly 16.00.
 # - Activations are the part that grows with batch and sequence length, and they are often the largest.
-# - It can forget what pre-training taught; how much depends on learning rate and steps, not only on the method.
+# - It can forget what pre-training taught; how much depends on the learning rate and the steps, not only on the
+#   method. Measured here: at the SQL task's best rate (1e-3), 200 steps leave 12.5% of the facts ranked first
+#   (95.4% before); at 3e-5, 88.4%, with a higher SQL loss.
 #
 # **Follow-up questions to expect**
 # - *Where do the 12 bytes of mixed-precision optimizer state come from?* fp32 master weights (4) plus two fp32 moments (8).

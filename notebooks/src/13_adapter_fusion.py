@@ -12,8 +12,10 @@
 # ## The precise answer
 #
 # **Bottleneck adapters** (Houlsby et al. 2019, arXiv 1902.00751): after a sublayer with output $h$, a small
-# network with bottleneck $m \ll d$ is added, $h + W_\text{up}\, f(W_\text{down} h + b_\text{down}) + b_\text{up}$,
-# with $W_\text{up}$ at zero so the model starts unchanged: $2dm + m + d$ parameters per place. On GLUE, BERT-large
+# network with bottleneck $m \ll d$ is added, $h + W_\text{up}\, f(W_\text{down} h + b_\text{down}) + b_\text{up}$:
+# $2dm + m + d$ parameters per place. Houlsby et al. initialise both projections with small random weights near zero,
+# so that each adapter starts as an approximate identity; peftlab sets $W_\text{up}$ and $b_\text{up}$ exactly to
+# zero, its own choice, so the model starts exactly unchanged. On GLUE, BERT-large
 # with adapters came within 0.4% of full fine-tuning while training 3.6% of the parameters per task.
 #
 # **AdapterFusion** (Pfeiffer et al. 2021, arXiv 2005.00247) composes $N$ such adapters in two stages:
@@ -24,7 +26,10 @@
 #
 # $$s_n = \operatorname{softmax}_n\big((Q h)^\top (K a_n)\big), \qquad \text{out} = h + \sum_n s_n\, V a_n,$$
 #
-# with $Q, K, V \in \mathbb{R}^{d \times d}$: $3d^2$ parameters per layer.
+# with $Q, K, V \in \mathbb{R}^{d \times d}$: $3d^2$ parameters per layer. The paper starts $V$ at the identity
+# (plus small noise) and adds a regularisation loss $\lambda \sum_l \lVert I - V_l \rVert^2$ that keeps every $V$
+# close to it, so that fusion mixes the adapters' outputs rather than rewriting them. peftlab starts $V$ the same
+# way but leaves the regulariser out (`peftlab/adapters.py` says so): here $V$ trains freely.
 #
 # What the short answer leaves out: the fusion layer is not small. With $d = 256$ and $m = 32$, one fusion layer has
 # $3d^2 = 196{,}608$ parameters and one adapter $2dm + m + d = 16{,}672$; the paper's BERT-base has $d = 768$, where
@@ -237,6 +242,12 @@ def fusion_view(text: str) -> dict:
 
 view = fusion_view("-- Which people live in Varn?\n")
 print("mean weight on [sql, python] per layer:", [[round(v, 2) for v in row] for row in view["per_layer"]])
+
+# %% [markdown]
+# Read the per-layer weights of this SQL prompt against the claim row "fusion picks the matching adapter": in this
+# run several of the eight fusion layers give most of their weight to the *Python* adapter. The claim holds for the
+# mean over layers and tokens, not layer by layer, and with $V$ trained without the paper's regulariser a layer can
+# use the "wrong" adapter's output as raw material rather than as that task's answer.
 
 # %% [markdown]
 # ![The explorer below as it first appears, at its default settings](figures/13_explorer.png)

@@ -5,7 +5,7 @@ Allen-Zhu & Li 2023 ("Physics of Language Models: Part 3.1, Knowledge Storage an
 2309.14316), abstract: for knowledge to be extracted by questions after fine-tuning, "it must be sufficiently
 augmented (e.g., through paraphrasing, sentence shuffling, translations) during pretraining. Without such
 augmentation, knowledge may be memorized but not extractable, leading to 0% accuracy, regardless of
-subsequent instruction fine-tuning." Zhou et al. 2023 (LIMA, arXiv 2305.11206), §1: "almost all knowledge
+subsequent instruction fine-tuning." Zhou et al. 2023 (LIMA, arXiv 2305.11206), abstract: "almost all knowledge
 in large language models is learned during pretraining, and only limited instruction tuning data is
 necessary to teach models to produce high quality output" (the superficial alignment hypothesis).
 
@@ -31,9 +31,11 @@ Declared before any run:
 * claims: Welch 95% intervals over the 5 seeds (one-sample against the base model's own value), margins in
   `STUDY.claims`.
 
-Run time: not run yet on 2 idle cores:
+Run time: 1,566 s (26 minutes) on 2 idle cores, 9,600 training steps:
 
     python -m peftlab.studies run 10_data
+
+Every chosen rate lies inside its grid: full and the three people subsets 1e-4, one_phrasing and wrong30 3e-4.
 
 >>> [m.label for m in STUDY.methods]
 ['full', 'one_phrasing', 'wrong30', 'people5', 'people15', 'people30']
@@ -48,7 +50,7 @@ GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 ALLEN_ZHU = ("Allen-Zhu & Li 2023 (arXiv 2309.14316), abstract: without knowledge augmentation in pre-training, "
              "knowledge \"may be memorized but not extractable, leading to 0% accuracy, regardless of subsequent "
              "instruction fine-tuning\"")
-LIMA = "Zhou et al. 2023 (LIMA, arXiv 2305.11206), §1: the superficial alignment hypothesis"
+LIMA = "Zhou et al. 2023 (LIMA, arXiv 2305.11206): the superficial alignment hypothesis"
 
 STUDY = Study(
     id="10_data",
@@ -71,7 +73,7 @@ STUDY = Study(
               "the held-out answers collapse: more than 20 points below the four-phrasing base", ALLEN_ZHU,
               metric="exact_match", a="one_phrasing", b="full", kind="less", margin=0.2),
         Claim("wrong_answers_cost", "30% wrong answers in the fine-tuning set lower held-out exact match",
-              "noisy labels; LIMA §2 curates its 1,000 examples for quality (\"quality and diversity\")",
+              "data quality: LIMA (Zhou et al. 2023) curates its 1,000 examples by hand for quality and diversity",
               metric="exact_match", a="wrong30", b="full", kind="less", margin=0.0),
         Claim("few_people_enough", "15 people teach the format as well as 60: held-out exact match within 10 "
               "points, at the same 200 steps", LIMA, metric="exact_match", a="people15", b="full",
