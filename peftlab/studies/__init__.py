@@ -10,9 +10,10 @@ inside it (`live_point_inside`).
 A study declares, in one `Study` value (see `peftlab/studies/prompt_tuning.py`):
 
 * its claims (`Claim`): the statement, its source, the metric, the direction (`kind`, as `compare`'s
-  `claim`) and the margin;
+  `claim`) and the margin; `b` is another method, or "base" (`BASE`), the base model's own value;
 * the methods (`Method`): a name and options for `peftlab.methods.prepare`, the learning rates swept,
-  and the maximum number of steps;
+  and the maximum number of steps; optionally a training subset (`n_train`), another base checkpoint
+  (`base`) and a share of wrong answers in the training set (`wrong`);
 * the seeds, the sweep (seeds and steps), how often the curves are evaluated, the batch size, the task;
 * the budget rule: every final run trains its method's `steps`; the compared metric has plateaued at
   the first evaluation step s where it improved by less than `plateau` (relative) over the last
@@ -63,8 +64,8 @@ from ..train import NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
-STUDY_MODULES = ("full_forgetting", "finetune_data", "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget",
-                 "lora_rank", "ptuning_encoders", "full_vs_lora")
+STUDY_MODULES = ("full_forgetting", "finetune_data", "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning",
+                 "prefix_tuning", "learn_forget", "lora_rank", "ptuning_encoders", "full_vs_lora")
 TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
 SPLITS = ("val", "test")
 QA_EVAL_NOTE = ("val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
