@@ -385,6 +385,46 @@ def python_task(seed: int = 0) -> dict[str, list[Example]]:
     return _split(examples, f"python-{seed}")
 
 
+def python_heldout() -> list[Example]:
+    """240 more held-out Python pairs, for measuring the Python task on more than its 21 test examples: the
+    four numeric templates of `python_task` at k = 40 to 99, which `python_task` never uses (it stops at 39).
+
+    >>> extra = python_heldout()
+    >>> len(extra), extra[0].prompt
+    (240, '# Write a function that adds 40 to a number.\\n')
+    >>> {e.prompt for e in extra} & {e.prompt for split in python_task().values() for e in split}
+    set()
+    """
+    pairs = []
+    for k in range(40, 100):
+        pairs += [(f"Write a function that adds {k} to a number.", f"def add_{k}(x):\n    return x + {k}"),
+                  (f"Write a function that multiplies a number by {k}.", f"def times_{k}(x):\n    return x * {k}"),
+                  (f"Write a function that keeps the words longer than {k} letters.",
+                   f"def longer_than_{k}(words):\n    return [w for w in words if len(w) > {k}]"),
+                  (f"Write a function that returns item {k} of a list.", f"def item_{k}(xs):\n    return xs[{k}]")]
+    return [Example(f"# {q}\n", f"{code}\n", {"domain": "python"}) for q, code in pairs]
+
+
+def sql_python_task(seed: int = 0) -> dict[str, list[Example]]:
+    """The SQL and Python tasks in one training set, each with equal weight: train holds every SQL pair and
+    the Python pairs four times (624 + 4 x 176), shuffled; val and test hold as many of each (21 + 21).
+    For one adapter trained on both tasks at once.
+
+    >>> mix = sql_python_task()
+    >>> {k: len(v) for k, v in mix.items()}, sum(e.meta["domain"] == "python" for e in mix["train"])
+    ({'train': 1328, 'val': 42, 'test': 42}, 704)
+    """
+    sql, python = sql_task(seed), python_task(seed)
+    rng = random.Random(f"sql-python-{seed}")
+    out = {}
+    for split in ("train", "val", "test"):
+        joined = (sql["train"] + python["train"] * 4 if split == "train"
+                  else sql[split][:len(python[split])] + python[split])
+        rng.shuffle(joined)
+        out[split] = joined
+    return out
+
+
 def _complement(seq: str) -> str:
     return seq[::-1].translate(str.maketrans("ACGT", "TGCA"))
 

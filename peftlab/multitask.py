@@ -20,6 +20,7 @@ The explorer of notebook 12 (a weight slider between two adapters) is `peftlab.e
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
 
@@ -205,3 +206,57 @@ def mean_fusion_weights(model: nn.Module, examples: Sequence[Example]) -> dict[s
         per_token = torch.cat([fusion_weights_for(model, e.text).flatten(0, 1) for e in group])  # (tokens, N)
         out[domain] = per_token.double().mean(0).tolist()
     return dict(sorted(out.items()))
+
+
+# PEFT's `add_weighted_adapter` combinations beyond cat / linear / svd. The plain ones trim, drop and elect on the A
+# and B factors separately; the *_svd ones on each layer's product Delta W (the papers' task vectors), then
+# factorise the result back to rank `rank` by SVD.
+PEFT_MERGES = ("ties", "dare_linear", "dare_ties", "magnitude_prune", "ties_svd", "dare_linear_svd", "dare_ties_svd",
+               "magnitude_prune_svd")
+
+
+def merge_adapters(base: nn.Module, adapted: Mapping[str, nn.Module], weights: Mapping[str, float],
+                   kind: str = "cat", *, density: float | None = None, rank: int | None = None,
+                   seed: int = 0) -> nn.Module:
+    """One model from LoRA adapters trained separately on copies of `base` (each holding its adapter as
+    "default"): a copy of `base` with every adapter loaded under its key in `adapted`, combined with
+    `weights` into one active adapter by `lora.combine` (kind "cat", "linear" or "svd"), or the merged
+    weights of PEFT's `add_weighted_adapter` (a kind of `PEFT_MERGES`, `density` the share kept, `rank` for
+    the *_svd kinds; seeded: DARE drops at random). `base` and the adapted models are never changed.
+
+    >>> from peftlab.model import ModelConfig, Transformer
+    >>> base = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    >>> adapted = {name: lora.add(copy.deepcopy(base), r=2) for name in ("a", "b")}
+    >>> merged = merge_adapters(base, adapted, {"a": 1.0, "b": 0.5}, "cat")
+    >>> lora.adapter_names(merged)
+    ['a', 'b', 'merged']
+    """
+    import tempfile
+    from pathlib import Path
+
+    if not isinstance(weights, Mapping) or not weights or set(weights) - set(adapted):
+        raise ValueError(f"weights must be a non-empty mapping over the adapted models {list(adapted)}, got {weights!r}")
+    if kind not in (*lora.METHODS, *PEFT_MERGES):
+        raise ValueError(f"kind must be one of {(*lora.METHODS, *PEFT_MERGES)}, got {kind!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind in lora.METHODS:
+            model = copy.deepcopy(base)
+            for name in weights:
+                lora.load(model, lora.save(adapted[name], Path(tmp) / name), name=name)
+            lora.combine(model, dict(weights), "merged", method=kind, rank=rank)
+            return model
+        import peft  # the hf extra; only the PEFT merges need it
+        from . import hf
+
+        for name in weights:
+            lora.save(adapted[name], Path(tmp) / name, format="peft")
+        names = list(weights)
+        peft_model = peft.PeftModel.from_pretrained(hf.to_hf(copy.deepcopy(base)), Path(tmp) / names[0],
+                                                    adapter_name=names[0])
+        for name in names[1:]:
+            peft_model.load_adapter(Path(tmp) / name, adapter_name=name)
+        torch.manual_seed(seed)
+        peft_model.add_weighted_adapter(names, [float(weights[n]) for n in names], "merged", combination_type=kind,
+                                        density=density, **({"svd_rank": rank} if kind.endswith("svd") else {}))
+        peft_model.set_adapter("merged")
+        return hf.from_hf(peft_model.merge_and_unload()).to(next(base.parameters()).device)

@@ -266,3 +266,31 @@ def test_mean_fusion_weights_average_over_tokens_and_layers(fused):
     assert means["sql"] == pytest.approx(tokens.double().mean(0).tolist())
     assert sum(means["python"]) == pytest.approx(1.0)
     assert means["sql"] != means["python"]
+
+
+def test_merge_adapters_cat_is_the_sum_and_peft_merges_run():
+    """merge_adapters joins adapters trained on separate copies of one base: cat gives the exact weighted sum
+    of the updates, a PEFT merge that prunes nothing (DARE at density 1, on Delta W) gives the same model,
+    and neither changes its inputs; a bad kind or weight over an unknown adapter is refused."""
+    pytest.importorskip("peft")
+    from peftlab.multitask import merge_adapters
+
+    torch.manual_seed(0)
+    base = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    adapted = {}
+    for i, name in enumerate(("a", "b")):
+        torch.manual_seed(i)
+        adapted[name] = lora.randomize_B(lora.add(copy.deepcopy(base), r=2, targets="all-linear"), seed=i)
+    before = {k: v.clone() for k, v in adapted["a"].state_dict().items()}
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cat = merge_adapters(base, adapted, {"a": 1.0, "b": -0.5}, "cat")
+        peft_sum = merge_adapters(base, adapted, {"a": 1.0, "b": -0.5}, "dare_linear_svd", density=1.0, rank=4)
+        assert (cat(ids) - peft_sum(ids)).abs().max() < 1e-4
+        lora.set_active(cat, "a")
+        assert torch.equal(cat(ids), adapted["a"](ids))  # the loaded adapter is the trained one
+    assert all(torch.equal(v, adapted["a"].state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="kind must be one of"):
+        merge_adapters(base, adapted, {"a": 1.0}, "blend")
+    with pytest.raises(ValueError, match="weights must be a non-empty mapping over the adapted models"):
+        merge_adapters(base, adapted, {"c": 1.0}, "cat")

@@ -397,3 +397,37 @@ def test_a_second_base_and_wrong_answers(checkpoints, tmp_path):
     assert step0["lora"] == step0["noisy"] != step0["other"]  # another base model answers otherwise
     assert results["runs"]["lora"]["seeds"][0]["train_loss"] != results["runs"]["noisy"]["seeds"][0]["train_loss"]
     assert studies.status(study, tmp_path, checkpoints) == "fresh"
+
+
+def test_combos_join_the_final_adapters_and_claims_can_weigh_them(checkpoints, tmp_path):
+    """Method.task trains a method on another task; a Combo joins, per seed, the adapters the final runs trained
+    (here cat, the exact sum, and the base model itself); the weight sweep measures (1 - t, t) over a pair; a
+    claim may name a combo; a bad combo is refused."""
+    lora = toy_study().methods[1]
+    a = dataclasses.replace(lora, label="a", task="sql_task")
+    b = dataclasses.replace(lora, label="b", task="python_task")
+    combos = (studies.Combo("none", "base"), studies.Combo("sum", "cat", {"a": 1.0, "b": 1.0}),
+              studies.Combo("a_only", "cat", {"a": 1.0}))
+    claim = Claim("worse", "the sum is worse on SQL than a alone", "a test", "sql_loss", "sum", "a", "greater", 0.0)
+    study = toy_study(methods=(a, b), combos=combos, claims=(claim,), finals=("sql_loss", "python_loss"),
+                      weight_sweep=("cat",), weight_pair=("a", "b"), weight_grid=(0.0, 1.0))
+    for bad, match in ((dict(combos=(studies.Combo("x", "blend", {"a": 1.0}),)), "kind must be one of"),
+                       (dict(combos=(studies.Combo("x", "cat", {"c": 1.0}),)), "weights must map method labels"),
+                       (dict(combos=(studies.Combo("a", "cat", {"a": 1.0}),)), "distinct labels, none a method's"),
+                       (dict(weight_pair=("a",)), "weight_pair must name 2 methods")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(study, **bad)
+    with pytest.raises(ValueError, match="task must be one of"):
+        dataclasses.replace(study, methods=(dataclasses.replace(a, task="chess"), b))
+    results = studies.run(study, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    final = {k: [s["final"] for s in v["seeds"]] for k, v in {**results["runs"], **results["combos"]}.items()}
+    for joined, trained in zip(final["a_only"], final["a"]):  # one adapter at weight 1 is that adapter
+        assert joined == pytest.approx(trained, abs=1e-5)
+    assert final["none"][0] == final["none"][1] != final["a"][0]  # the base model, the same for every seed
+    sweep = results["weight_sweep"]["cat"]["seeds"][0]
+    assert sweep["sql_loss"][0] == pytest.approx(final["a"][0]["sql_loss"], abs=1e-5)  # t = 0: all a
+    assert sweep["python_loss"][1] == pytest.approx(final["b"][0]["python_loss"], abs=1e-5)  # t = 1: all b
+    (weighed,) = results["claims"]
+    assert weighed["a_values"] == [f["sql_loss"] for f in final["sum"]]
+    assert weighed["b_values"] == [f["sql_loss"] for f in final["a"]]
+    assert studies.status(study, tmp_path, checkpoints) == "fresh"

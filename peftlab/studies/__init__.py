@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__, data, methods
+from .. import __version__, data, methods, multitask
 from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
 from ..checks import int_at_least, positive_int, positive_number
 from ..evaluate import evaluate_loss, greedy_accuracy, ranking_accuracy
@@ -66,7 +66,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
 STUDY_MODULES = ("full_forgetting", "finetune_data", "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning",
                  "prefix_tuning", "learn_forget", "lora_rank", "ptuning_encoders", "full_vs_lora")
-TASKS = ("qa_task", "sql_task", "python_task", "dna_task")  # functions of peftlab.data returning train/val/test
+TASKS = ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task")  # functions of peftlab.data
 SPLITS = ("val", "test")
 QA_EVAL_NOTE = ("val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
                 "people x 4 facts), all the task has, for the curves and the claims")  # the Q/A studies' eval_note
@@ -101,6 +101,30 @@ def strangers() -> dict[str, list[data.Example]]:
 
 
 @functools.lru_cache(maxsize=1)
+def sql_splits() -> dict[str, list[data.Example]]:
+    """The SQL task's val (78) and test (78) pairs: one task of two, measured on every model of a study."""
+    sql = data.sql_task()
+    return {"val": sql["val"], "test": sql["test"]}
+
+
+@functools.lru_cache(maxsize=1)
+def python_splits() -> dict[str, list[data.Example]]:
+    """The Python task's val (21) and, for test, its 21 test pairs plus `data.python_heldout` (240): 261."""
+    python = data.python_task()
+    return {"val": python["val"], "test": python["test"] + data.python_heldout()}
+
+
+def pair_splits() -> dict[str, tuple]:
+    """Both tasks' splits side by side, for `pair_loss`."""
+    return {s: (sql_splits()[s], python_splits()[s]) for s in SPLITS}
+
+
+def pair_loss(model: nn.Module, pair: tuple) -> float:
+    """The mean of the SQL and the Python answer loss: both tasks with equal weight, whatever their sizes."""
+    return statistics.fmean(answer_loss(model, examples) for examples in pair)
+
+
+@functools.lru_cache(maxsize=1)
 def fact_splits() -> dict[str, list[data.Example]]:
     """The 480 facts of pre-training, alternately to val (240) and test (240): old knowledge, not trained on."""
     facts = data.fact_completion()
@@ -117,10 +141,14 @@ METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
     "fact_rank": (fact_rank, "max"),  # old knowledge, on `fact_splits`
     "fact_match": (greedy_accuracy, "max"),  # old knowledge, on `fact_splits`: greedy completion of the value
     "stranger_match": (greedy_accuracy, "max"),  # Q/A about people never read about (`strangers`)
+    "sql_loss": (answer_loss, "min"),  # on `sql_splits`, whatever the study's task
+    "python_loss": (answer_loss, "min"),  # on `python_splits`
+    "pair_loss": (pair_loss, "min"),  # the mean of the two
 }
 # Metrics measured on their own data instead of the task's val and test splits (old knowledge, say).
 METRIC_DATA: dict[str, Callable[[], dict[str, list]]] = {"fact_rank": fact_splits, "fact_match": fact_splits,
-                                                         "stranger_match": strangers}
+                                                         "stranger_match": strangers, "sql_loss": sql_splits,
+                                                         "python_loss": python_splits, "pair_loss": pair_splits}
 # what a claim weighs: the final runs' test metric, the sweep's breadth, or the curves at a matched level
 ON = ("final", "sweep_width", "matched")
 
@@ -168,6 +196,25 @@ class Method:
     sweep_seeds: tuple[int, ...] | None = None  # this method's sweep seeds, if not the study's
     base: str | None = None  # this method's base checkpoint, if not the study's (a second pre-training)
     wrong: float | None = None  # Q/A only: this share of the training answers wrong (`data.wrong_answers`)
+    task: str | None = None  # this method's task (training, the sweep, the curves), if not the study's
+
+
+# How a `Combo` joins trained adapters: "base" is the base model itself (no adapter); "cat", "linear", "svd" are
+# `lora.combine`'s; the rest PEFT's (`multitask.PEFT_MERGES`).
+COMBO_KINDS = ("base", "cat", "linear", "svd", *multitask.PEFT_MERGES)
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One model built after the final runs, per seed, from the adapters that seed's runs trained: the methods
+    in `weights` (LoRA methods on the same base) joined with those weights by `kind` (`COMBO_KINDS`; `density`
+    and `rank` for the PEFT and SVD kinds). Measured on every final metric; a claim may name its label."""
+
+    label: str
+    kind: str
+    weights: Mapping[str, float] = field(default_factory=dict)
+    density: float | None = None
+    rank: int | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +244,10 @@ class Study:
     curve_splits: tuple[str, ...] = SPLITS  # where `curve_metrics` are measured (`metric` always on both)
     eval_steps: tuple[int, ...] = ()  # evaluation steps besides every `eval_every` (dense early probes)
     sweep_metrics: tuple[str, ...] = ()  # also measured on val at the end of every sweep run (not for choice)
+    combos: tuple[Combo, ...] = ()  # models joined from the final runs' adapters, per seed (`Combo`)
+    weight_sweep: tuple[str, ...] = ()  # combo kinds swept over weights (1 - t, t) of `weight_pair`, per seed
+    weight_pair: tuple[str, ...] = ()  # the two methods of the weight sweep
+    weight_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -218,8 +269,10 @@ class Study:
                 raise ValueError(f"method {m.label!r}: sweep_seeds must list at least one seed, or be None")
             if m.base is not None and (not isinstance(m.base, str) or not m.base):
                 raise ValueError(f"method {m.label!r}: base must name a base checkpoint, or be None; got {m.base!r}")
+            if m.task is not None and m.task not in TASKS:
+                raise ValueError(f"method {m.label!r}: task must be one of {TASKS} or None, got {m.task!r}")
             if m.wrong is not None:
-                if self.task != "qa_task":
+                if (m.task or self.task) != "qa_task":
                     raise ValueError(f"method {m.label!r}: wrong (a share of wrong answers) needs task='qa_task', "
                                      f"got {self.task!r}")
                 data.wrong_answers([], m.wrong)  # its own check: a number in [0, 1]
@@ -248,6 +301,21 @@ class Study:
             raise ValueError(f"curve_splits must name splits of {SPLITS}, got {self.curve_splits}")
         for step in self.eval_steps:
             positive_int(step, "eval_steps")
+        combos = [c.label for c in self.combos]
+        if len(set(combos)) != len(combos) or set(combos) & set(labels) or BASE in combos:
+            raise ValueError(f"combos must have distinct labels, none a method's or {BASE!r}, got {combos}")
+        for c in self.combos:
+            if c.kind not in COMBO_KINDS:
+                raise ValueError(f"combo {c.label!r}: kind must be one of {COMBO_KINDS}, got {c.kind!r}")
+            if (c.kind == "base") != (not c.weights) or not set(c.weights) <= set(labels):
+                raise ValueError(f"combo {c.label!r}: weights must map method labels {labels} to weights (none for "
+                                 f"kind 'base'), got {dict(c.weights)!r}")
+        for kind in self.weight_sweep:
+            if kind not in COMBO_KINDS or kind == "base":
+                raise ValueError(f"weight_sweep must name combo kinds of {COMBO_KINDS[1:]}, got {kind!r}")
+        if self.weight_sweep and (len(self.weight_pair) != 2 or not set(self.weight_pair) <= set(labels)):
+            raise ValueError(f"weight_pair must name 2 methods of {labels} for the weight sweep, got {self.weight_pair}")
+        labels = [*labels, *combos]  # claims may weigh combos too
         for c in self.claims:
             if c.a not in labels or c.b not in (*labels, BASE):
                 raise ValueError(f"claim {c.id!r}: a and b must be method labels {labels} (b may also be "
@@ -259,6 +327,12 @@ class Study:
                                  f"curve_metrics with 'test' in curve_splits), got on={c.on!r}, {c.metric!r}")
             if c.on not in ON:
                 raise ValueError(f"claim {c.id!r}: on must be one of {ON}, got {c.on!r}")
+            if c.a in combos or c.b in combos:
+                if c.b == BASE:
+                    raise ValueError(f"claim {c.id!r}: a combo has no curve to read the base model from; declare "
+                                     f"a Combo of kind 'base' and name it as b")
+                if c.on != "final":
+                    raise ValueError(f"claim {c.id!r}: a combo has final values only, so on must be 'final', got {c.on!r}")
             if c.on == "final" and c.metric not in self.finals:
                 raise ValueError(f"claim {c.id!r}: metric must be one of finals {self.finals}, got {c.metric!r}")
             if c.on == "sweep_width":
@@ -334,9 +408,10 @@ def config(study: Study) -> dict:
 WORDS = {"study": ("title", "notebook", "seeds_note", "eval_note", "notes"), "claim": ("statement", "source")}
 # Fields added after a study was run, left out of the experiment while they hold their default (which is
 # what every earlier run did), so adding a capability does not make the studies that do not use it stale.
-OPTIONAL = {"study": {"curve_metrics": [], "curve_splits": list(SPLITS), "eval_steps": [], "sweep_metrics": []},
+OPTIONAL = {"study": {"curve_metrics": [], "curve_splits": list(SPLITS), "eval_steps": [], "sweep_metrics": [],
+                      "combos": [], "weight_sweep": [], "weight_pair": [], "weight_grid": [0.0, 0.25, 0.5, 0.75, 1.0]},
             "claim": {"on": "final", "success": None},
-            "method": {"n_train": None, "sweep_seeds": None, "base": None, "wrong": None}}
+            "method": {"n_train": None, "sweep_seeds": None, "base": None, "wrong": None, "task": None}}
 
 
 def _drop_defaults(d: dict, kind: str) -> dict:
@@ -568,8 +643,9 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _splits(study: Study) -> dict[str, list]:
-    splits = getattr(data, study.task)()
+def _splits(study: Study, method: Method | None = None) -> dict[str, list]:
+    """The train, val and test splits of a method's task (the study's, unless the method names its own)."""
+    splits = getattr(data, (method.task if method else None) or study.task)()
     n = study.n_eval
     return {"train": splits["train"], **{s: splits[s][:n] if n else splits[s] for s in SPLITS}}
 
@@ -642,6 +718,9 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
         raise ValueError(f"directory (the results) must differ from checkpoints, both are {directory}")
     loaded = {name: load_base(name, device=dev, directory=checkpoints) for name in bases(study)}  # or a clear error
     splits = _splits(study)
+    splits_of = {m.label: _splits(study, m) for m in study.methods}
+    keep = {label for c in study.combos for label in c.weights} | set(study.weight_pair)  # adapters to join
+    kept: dict[str, list[nn.Module]] = {label: [] for label in keep}
     total = sum(w["sweep_steps"] + w["final_steps"] for w in work(study).values())
     start = time.perf_counter()
     sweep, runs = {}, {}
@@ -653,12 +732,13 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
                 per_seed, also = [], {f: [] for f in study.sweep_metrics}
                 for seed in study.sweep_seeds_of(m.label):
                     bar.set_postfix_str(f"sweep {m.label} lr={lr:g} seed={seed}")
-                    model, rec = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits, curve=False,
-                                          tick=bar.update)
+                    model, rec = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits_of[m.label],
+                                          curve=False, tick=bar.update)
                     diverged = "diverged_at_step" in rec
-                    per_seed.append(math.nan if diverged else round(score(model, splits["val"]), 6))
+                    per_seed.append(math.nan if diverged else round(score(model, splits_of[m.label]["val"]), 6))
                     for f in study.sweep_metrics:  # measured, never used to choose
-                        also[f].append(math.nan if diverged else round(METRICS[f][0](model, _data(f, "val", splits)), 6))
+                        also[f].append(math.nan if diverged else
+                                       round(METRICS[f][0](model, _data(f, "val", splits_of[m.label])), 6))
                 grid.append({"lr": lr, "val": per_seed, "mean": round(statistics.fmean(per_seed), 6),
                              **({"also": also} if also else {})})
             worst = math.inf if goal == "min" else -math.inf  # a diverged rate (NaN) is never chosen
@@ -670,10 +750,13 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
             lr, records = sweep[m.label]["best_lr"], []
             for seed in study.seeds:
                 bar.set_postfix_str(f"{m.label} lr={lr:g} seed={seed}")
-                model, record = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits, curve=True,
-                                         tick=bar.update)
+                model, record = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits_of[m.label],
+                                         curve=True, tick=bar.update)
                 record["final"] = {f: math.nan if "diverged_at_step" in record else
-                                   round(METRICS[f][0](model, _data(f, "test", splits)), 6) for f in study.finals}
+                                   round(METRICS[f][0](model, _data(f, "test", splits_of[m.label])), 6)
+                                   for f in study.finals}
+                if m.label in kept:
+                    kept[m.label].append(model)
                 c = record["curve"]
                 record["plateau_step"] = plateau_step(c["step"], c["val"][study.metric], goal, study.plateau,
                                                       study.plateau_window)
@@ -684,17 +767,61 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
             runs[m.label] = {"lr": lr, "steps": m.steps, "seeds": records,
                              "plateau_step": plateau_step(c["step"], mean_val, goal, study.plateau,
                                                           study.plateau_window)}
+        bar.set_postfix_str("combos")
+        combos = _combos(study, loaded[study.base], kept, splits)
+        weight_sweep = _weight_sweep(study, loaded[study.base], kept, splits)
     results = {
         "id": study.id, "title": study.title, "config": config(study), "config_sha256": config_hash(study),
         "peftlab_version": __version__, "base": study.base, "base_sha256": base_hash(study, checkpoints),
         "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
         "eval_sizes": {s: len(v) for s, v in splits.items()},
         "budget_rule": budget_rule(study), "sweep": sweep, "runs": runs,
-        "claims": [weigh(c, runs, sweep) for c in study.claims],
+        **({"combos": combos} if study.combos else {}), **({"weight_sweep": weight_sweep} if study.weight_sweep else {}),
+        "claims": [weigh(c, {**runs, **combos}, sweep) for c in study.claims],
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     write_results(results, results_path(study, directory))
     return results
+
+
+def _combine(study: Study, base: nn.Module, kept: dict, i: int, kind: str, weights: Mapping[str, float],
+             density: float | None = None, rank: int | None = None) -> nn.Module:
+    if kind == "base":
+        return base
+    return multitask.merge_adapters(base, {label: kept[label][i] for label in weights}, dict(weights), kind,
+                                    density=density, rank=rank, seed=study.seeds[i])
+
+
+def _combos(study: Study, base: nn.Module, kept: dict, splits: dict) -> dict:
+    """Every `Combo`, per seed of the final runs: built from that seed's adapters, measured on the finals."""
+    out = {}
+    for c in study.combos:
+        records = []
+        for i, seed in enumerate(study.seeds):
+            model = _combine(study, base, kept, i, c.kind, c.weights, c.density, c.rank)
+            records.append({"seed": seed, "final": {f: round(METRICS[f][0](model, _data(f, "test", splits)), 6)
+                                                    for f in study.finals}})
+        out[c.label] = {"combo": dataclasses.asdict(c) | {"weights": dict(c.weights)}, "seeds": records}
+    return out
+
+
+def _weight_sweep(study: Study, base: nn.Module, kept: dict, splits: dict) -> dict:
+    """Per kind of `weight_sweep`, per seed, per t of `weight_grid`: the finals of weights (1 - t, t) over
+    `weight_pair`."""
+    a, b = study.weight_pair or (None, None)
+    out = {}
+    for kind in study.weight_sweep:
+        per_seed = []
+        for i, seed in enumerate(study.seeds):
+            values = {f: [] for f in study.finals}
+            for t in study.weight_grid:
+                model = _combine(study, base, kept, i, kind, {a: 1.0 - t, b: t},
+                                 rank=max(m.options.get("r", 8) for m in study.methods) if kind.endswith("svd") else None)
+                for f in study.finals:
+                    values[f].append(round(METRICS[f][0](model, _data(f, "test", splits)), 6))
+            per_seed.append({"seed": seed, **values})
+        out[kind] = {"t": list(study.weight_grid), "pair": [a, b], "seeds": per_seed}
+    return out
 
 
 def budget_rule(study: Study) -> str:
@@ -776,7 +903,8 @@ def weigh(claim: Claim, runs: dict, sweep: dict | None = None) -> dict:
     elif claim.on == "matched":
         note = f"read where each run's val {sweep[claim.a]['metric']} first reaches {claim.success:g}"
     else:
-        unplateaued = [m for m in (claim.a, claim.b) if m != BASE and runs[m]["plateau_step"] is None]
+        unplateaued = [m for m in (claim.a, claim.b) if m != BASE and "combo" not in runs[m]
+                       and runs[m]["plateau_step"] is None]
         note = (f"no plateau within the budget for {', '.join(unplateaued)}: the verdict is about that budget, "
                 f"not about converged runs") if unplateaued else ""
     return {**out, "verdict": ev.verdict, "estimate": ev.estimate, "low": ev.low, "high": ev.high,
@@ -898,7 +1026,7 @@ def live_run(results: dict, method: str, steps: int, base: nn.Module, *, seed: i
     at = _eval_steps(m.steps, study.eval_every, study.eval_steps)
     if steps not in at:
         raise ValueError(f"steps must be one of the study's evaluation steps {at}, got {steps!r}")
-    splits = _splits(study)
+    splits = _splits(study, m)
     curve = steps > study.sweep_steps  # within a sweep run's length: no probes on the way, one measurement
     model, record = _one_run(base, m, results["runs"][m.label]["lr"], seed, study, splits, curve=curve,
                              stop_after=steps)
@@ -943,7 +1071,7 @@ def check(study: Study | str, *, method: str | None = None, steps: int | None = 
     stored = results["runs"][m.label]["seeds"][0]
     lr, seed = results["runs"][m.label]["lr"], stored["seed"]
     _, replica = _one_run(load_base(m.base or study.base, device=check_device(device), directory=checkpoints), m, lr,
-                          seed, study, _splits(study), curve=True, stop_after=min(steps, m.steps))
+                          seed, study, _splits(study, m), curve=True, stop_after=min(steps, m.steps))
     pairs = list(zip(stored["train_loss"], replica["train_loss"]))
     for s in SPLITS:
         pairs += zip(stored["curve"][s][study.metric], replica["curve"][s][study.metric])
