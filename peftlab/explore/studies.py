@@ -13,10 +13,13 @@ from .report import table
 
 FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit": "points"}, "loss": {"unit": "nats"},
            "rc_loss": {"unit": "nats"}, "fact_rank": {"scale": 100, "unit": "points"},
-           "fact_match": {"scale": 100, "unit": "points"}, "stranger_match": {"scale": 100, "unit": "points"}}
+           "fact_match": {"scale": 100, "unit": "points"}, "stranger_match": {"scale": 100, "unit": "points"},
+           "sql_loss": {"unit": "nats"}, "python_loss": {"unit": "nats"}, "pair_loss": {"unit": "nats"}}
 LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "loss": "loss (nats per byte)",
           "rc_loss": "reverse-complement loss (nats)", "fact_rank": "facts ranked first",
-          "fact_match": "facts completed (greedy)", "stranger_match": "strangers' questions answered"}
+          "fact_match": "facts completed (greedy)", "stranger_match": "strangers' questions answered",
+          "sql_loss": "SQL answer loss (nats)", "python_loss": "Python answer loss (nats)",
+          "pair_loss": "mean of the SQL and Python losses (nats)"}
 
 
 def describe(results: dict) -> str:
