@@ -37,8 +37,9 @@ optimises the language-model loss alone.
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -287,6 +288,42 @@ def add_fusion(model: nn.Module, names: Sequence[str], name: str = "fusion") -> 
         fusion = Fusion(names, model.config.d_model)
         wrappers[i].fusions[name] = fusion.to(device=ref.device, dtype=ref.dtype)
     set_active(model, name)
+
+
+def gather(models: Mapping[str, nn.Module]) -> nn.Module:
+    """One model holding each model's active adapter under its key, for `add_fusion`: adapters trained
+    apart (stage 1), each in its own copy of the same base. A deep copy of the first model; the others'
+    adapters are copied in, so no input is changed. Every adapter must sit at the same places.
+
+    >>> from peftlab import methods
+    >>> from peftlab.model import ModelConfig, Transformer
+    >>> base = Transformer(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64))
+    >>> both = gather({"qa": methods.prepare(base, "adapters", bottleneck=4),
+    ...                "sql": methods.prepare(base, "adapters", bottleneck=4)})
+    >>> adapter_names(both)
+    ['qa', 'sql']
+    """
+    if not isinstance(models, Mapping) or len(models) < 2:
+        raise ValueError(f"models must map at least two names to models with an active adapter, got {models!r}")
+    wrappers, places = {}, set()
+    for name, m in models.items():
+        _check_new_name(nn.Module(), name)  # a valid adapter name
+        sites = _wrappers(m) if isinstance(m, nn.Module) else []
+        if not sites or any(w.active not in w.adapters for w in sites):
+            raise ValueError(f"models[{name!r}] must be a model whose every adapted sublayer has an active "
+                             f"adapter (from `add` or methods.prepare(base, 'adapters')), got {type(m).__name__}")
+        wrappers[name] = sites
+        places.add(tuple(n for n, module in m.named_modules() if isinstance(module, AdapterLayer)))
+    if len(places) != 1:
+        raise ValueError(f"the adapters of {list(models)} must sit at the same places to be gathered")
+    first = next(iter(models))
+    model = copy.deepcopy(models[first])
+    for w, *sources in zip(_wrappers(model), *wrappers.values()):
+        w.adapters = nn.ModuleDict({name: copy.deepcopy(src.adapters[src.active])
+                                    for name, src in zip(models, sources)})
+        w.fusions = nn.ModuleDict()
+    set_active(model, first)
+    return model
 
 
 @torch.no_grad()

@@ -425,6 +425,27 @@ def sql_python_task(seed: int = 0) -> dict[str, list[Example]]:
     return out
 
 
+def qa_sql_python_task(seed: int = 0) -> dict[str, list[Example]]:
+    """The Q/A, SQL and Python tasks in one training set, each with about equal weight: every SQL pair, the
+    Q/A pairs three times and the Python pairs four times (624 + 3 x 240 + 4 x 176), shuffled; val and test
+    hold as many of each as Python has (21 + 21 + 21). For one adapter trained on all three (multi-task).
+
+    >>> mix = qa_sql_python_task()
+    >>> {k: len(v) for k, v in mix.items()}
+    {'train': 2048, 'val': 63, 'test': 63}
+    """
+    tasks = {"qa": (qa_task(seed), 3), "sql": (sql_task(seed), 1), "python": (python_task(seed), 4)}
+    n = {split: len(tasks["python"][0][split]) for split in ("val", "test")}
+    rng = random.Random(f"qa-sql-python-{seed}")
+    out = {}
+    for split in ("train", "val", "test"):
+        joined = [e for task, repeats in tasks.values()
+                  for e in (task["train"] * repeats if split == "train" else task[split][:n[split]])]
+        rng.shuffle(joined)
+        out[split] = joined
+    return out
+
+
 def _complement(seq: str) -> str:
     return seq[::-1].translate(str.maketrans("ACGT", "TGCA"))
 

@@ -431,3 +431,68 @@ def test_combos_join_the_final_adapters_and_claims_can_weigh_them(checkpoints, t
     assert weighed["a_values"] == [f["sql_loss"] for f in final["sum"]]
     assert weighed["b_values"] == [f["sql_loss"] for f in final["a"]]
     assert studies.status(study, tmp_path, checkpoints) == "fresh"
+
+
+def test_a_fusion_method_fuses_each_seeds_final_adapters_and_leaves_them_unchanged(checkpoints, tmp_path,
+                                                                                   monkeypatch):
+    """A method named FUSION gathers, per seed, the adapters its sources' final runs of that seed trained, and
+    trains only a fusion layer over them on its task; its sweep fuses the sweep seed's adapters. Bad sources
+    are refused before any run, and a fusion cannot be a live run."""
+    adapter = Method("a", "adapters", {"bottleneck": 4}, lrs=(1e-2,), steps=4, task="sql_task")
+    b = dataclasses.replace(adapter, label="b", task="python_task")
+    fusion = Method("fused", studies.FUSION, {}, lrs=(1e-3,), steps=4, task="python_task", sources=("a", "b"))
+    claim = Claim("lower", "fusion beats b", "a test", "answer_loss", "fused", "b", "less", 0.0)
+    study = toy_study(methods=(adapter, b, fusion), claims=(claim,), finals=("answer_loss",))
+    for bad, match in ((dict(sources=("a",)), "at least 2 distinct adapter methods declared before it"),
+                       (dict(sources=("a", "later")), "declared before it"),
+                       (dict(sources=()), "sources .* go with name 'fusion' only"),
+                       (dict(name="lora", options={}), "sources .* go with name 'fusion' only"),
+                       (dict(sweep_seeds=(7,)), "sweep seeds must be among seeds")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(study, methods=(adapter, b, dataclasses.replace(fusion, **bad)))
+    results = studies.run(study, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    runs = results["runs"]
+    assert set(runs) == {"a", "b", "fused"} and len(runs["fused"]["seeds"]) == 2
+    fused, own = runs["fused"]["seeds"][0], runs["b"]["seeds"][0]
+    assert fused["curve"]["test"]["answer_loss"][0] != own["curve"]["test"]["answer_loss"][-1]  # a mix, not b
+    assert fused["train_loss"] != own["train_loss"]
+    assert results["claims"][0]["a_values"] == [s["final"]["answer_loss"] for s in runs["fused"]["seeds"]]
+    monkeypatch.setattr(studies, "all_studies", lambda: {"toy": study})
+    with pytest.raises(ValueError, match="fuses the adapters of"):
+        studies.live_run(results, "fused", 4, None)
+
+
+def test_gathered_adapters_keep_their_outputs_and_fusion_trains_only_itself():
+    """adapters.gather copies each model's active adapter in under its name: set active, each computes what it
+    computed in its own model; a fusion over them trains its own weights only."""
+    from peftlab import adapters, methods
+    torch.manual_seed(0)
+    base = Transformer(TINY)
+    trained = {}
+    for name in ("a", "b"):
+        m = methods.prepare(base, "adapters", bottleneck=4)
+        for p in (p for p in m.parameters() if p.requires_grad):
+            torch.nn.init.normal_(p, std=0.1)  # as if trained: an adapter that changes the output
+        trained[name] = m
+    both = adapters.gather(trained)
+    ids = torch.randint(0, TINY.vocab_size, (2, 6))
+    for name, m in trained.items():
+        adapters.set_active(both, name)
+        assert torch.equal(both(ids), m(ids))
+    adapters.add_fusion(both, ["a", "b"])
+    assert all(".fusions." in n for n, p in both.named_parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="at least two"):
+        adapters.gather({"a": trained["a"]})
+    with pytest.raises(ValueError, match=r"models\['b'\] must be a model whose every adapted sublayer"):
+        adapters.gather({"a": trained["a"], "b": base})
+
+
+def test_pair_loss_from_the_two_task_losses_equals_its_own_pass():
+    """measure_finals derives pair_loss from sql_loss and python_loss when both are measured: the same value
+    as pair_loss measured alone."""
+    torch.manual_seed(0)
+    model = Transformer(TINY)
+    derived = studies.measure_finals(model, ("sql_loss", "python_loss", "pair_loss"), "val", {})
+    alone = studies.measure_finals(model, ("pair_loss",), "val", {})
+    assert derived["pair_loss"] == pytest.approx(alone["pair_loss"], abs=2e-6)
+    assert derived["pair_loss"] == pytest.approx((derived["sql_loss"] + derived["python_loss"]) / 2, abs=2e-6)

@@ -14,12 +14,13 @@ from .report import table
 FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit": "points"}, "loss": {"unit": "nats"},
            "rc_loss": {"unit": "nats"}, "fact_rank": {"scale": 100, "unit": "points"},
            "fact_match": {"scale": 100, "unit": "points"}, "stranger_match": {"scale": 100, "unit": "points"},
-           "sql_loss": {"unit": "nats"}, "python_loss": {"unit": "nats"}, "pair_loss": {"unit": "nats"}}
+           "sql_loss": {"unit": "nats"}, "python_loss": {"unit": "nats"}, "pair_loss": {"unit": "nats"},
+           "python_match": {"scale": 100, "unit": "points"}}
 LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "loss": "loss (nats per byte)",
           "rc_loss": "reverse-complement loss (nats)", "fact_rank": "facts ranked first",
           "fact_match": "facts completed (greedy)", "stranger_match": "strangers' questions answered",
           "sql_loss": "SQL answer loss (nats)", "python_loss": "Python answer loss (nats)",
-          "pair_loss": "mean of the SQL and Python losses (nats)"}
+          "pair_loss": "mean of the SQL and Python losses (nats)", "python_match": "Python answers exactly right"}
 
 
 def describe(results: dict) -> str:
@@ -97,6 +98,43 @@ def final_table(results: dict, labels: Sequence[str] | None = None) -> Markdown:
         rows.append((m, f"{r['lr']:g}", f"{r['steps']}", plateau, *cells))
     return table(rows, ["method", "lr (chosen on val)", "steps", "val plateau", *(f"test {LABELS.get(f, f)}, "
                                                                                   f"mean [95% CI]" for f in finals)])
+
+
+def _mean_ci(values: Sequence[float], metric: str) -> str:
+    e = evidence.compare(list(values), 0.0)  # the mean and its 95% interval
+    scale = FORMATS.get(metric, {}).get("scale", 1)
+    digits = 3 if scale == 1 else 1
+    return f"{e.estimate * scale:.{digits}f} [{e.low * scale:.{digits}f}, {e.high * scale:.{digits}f}]"
+
+
+def combo_table(results: dict, runs: Sequence[str] = ()) -> Markdown:
+    """Per `Combo` (and first the trained methods `runs`, for reference): how it was joined and each final
+    metric as the mean over seeds with its 95% interval."""
+    rows = [(m, "trained", "", *(_mean_ci([s["final"][f] for s in results["runs"][m]["seeds"]], f)
+                                 for f in results["runs"][m]["seeds"][0]["final"])) for m in runs]
+    for label, c in results["combos"].items():
+        spec = c["combo"]
+        how = spec["kind"] + "".join(f", {k} {v}" for k, v in (("density", spec["density"]), ("rank", spec["rank"]))
+                                     if v is not None)
+        weights = ", ".join(f"{k} {w:g}" for k, w in spec["weights"].items()) or "none"
+        finals = c["seeds"][0]["final"]
+        rows.append((label, how, weights, *(_mean_ci([s["final"][f] for s in c["seeds"]], f) for f in finals)))
+    finals = next(iter(results["combos"].values()))["seeds"][0]["final"]
+    return table(rows, ["model", "joined by", "weights", *(f"test {LABELS.get(f, f)}, mean [95% CI]"
+                                                           for f in finals)])
+
+
+def plot_weight_sweep(ax, results: dict, metric: str) -> None:
+    """The weight sweep: `metric` against t, weights (1 - t, t) over the study's pair, one line per kind, the
+    mean over seeds with its 95% interval as a band."""
+    for i, (kind, sweep) in enumerate(results["weight_sweep"].items()):
+        ts = sweep["t"]
+        es = [evidence.compare([s[metric][j] for s in sweep["seeds"]], 0.0) for j in range(len(ts))]
+        ax.plot(ts, [e.estimate for e in es], "o-", color=f"C{i}", label=kind, ms=3)
+        ax.fill_between(ts, [e.low for e in es], [e.high for e in es], color=f"C{i}", alpha=0.2)
+    a, b = next(iter(results["weight_sweep"].values()))["pair"]
+    ax.set(xlabel=f"t: weights ({a} 1 - t, {b} t)", ylabel=LABELS.get(metric, metric))
+    ax.legend(fontsize=8)
 
 
 def plot_sweep(ax, results: dict, labels: Sequence[str] | None = None, success: float | None = None) -> None:

@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__, data, methods, multitask
+from .. import __version__, adapters, data, methods, multitask
 from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
 from ..checks import int_at_least, positive_int, positive_number
 from ..evaluate import evaluate_loss, greedy_accuracy, ranking_accuracy
@@ -64,9 +64,13 @@ from ..train import NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
-STUDY_MODULES = ("full_forgetting", "finetune_data", "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning",
+STUDY_MODULES = ("full_forgetting", "finetune_data", "combine_adapters", "adapter_fusion", "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning",
                  "prefix_tuning", "learn_forget", "lora_rank", "ptuning_encoders", "full_vs_lora")
-TASKS = ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task")  # functions of peftlab.data
+TASKS = ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task", "qa_sql_python_task")
+# A method named FUSION is AdapterFusion's stage 2 (Pfeiffer et al. 2021): per seed, the adapters that seed's
+# final runs of `Method.sources` trained (stage 1) are gathered into one model (`adapters.gather`) and frozen,
+# and a fusion layer over them (`adapters.add_fusion`) trains on the method's task.
+FUSION = "fusion"  # functions of peftlab.data
 SPLITS = ("val", "test")
 QA_EVAL_NOTE = ("val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
                 "people x 4 facts), all the task has, for the curves and the claims")  # the Q/A studies' eval_note
@@ -144,11 +148,23 @@ METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
     "sql_loss": (answer_loss, "min"),  # on `sql_splits`, whatever the study's task
     "python_loss": (answer_loss, "min"),  # on `python_splits`
     "pair_loss": (pair_loss, "min"),  # the mean of the two
+    "python_match": (greedy_accuracy, "max"),  # on `python_splits`: the whole answer right
 }
 # Metrics measured on their own data instead of the task's val and test splits (old knowledge, say).
 METRIC_DATA: dict[str, Callable[[], dict[str, list]]] = {"fact_rank": fact_splits, "fact_match": fact_splits,
                                                          "stranger_match": strangers, "sql_loss": sql_splits,
-                                                         "python_loss": python_splits, "pair_loss": pair_splits}
+                                                         "python_loss": python_splits, "pair_loss": pair_splits,
+                                                         "python_match": python_splits}
+def measure_finals(model: nn.Module, finals: Sequence[str], split: str, splits: dict) -> dict[str, float]:
+    """Every metric of `finals` on `split`, rounded to 6 places. `pair_loss`, when `sql_loss` and
+    `python_loss` are measured too, is their mean, not a second pass over both tasks."""
+    raw = {f: METRICS[f][0](model, _data(f, split, splits)) for f in finals
+           if not (f == "pair_loss" and {"sql_loss", "python_loss"} <= set(finals))}
+    if "pair_loss" in finals and "pair_loss" not in raw:
+        raw["pair_loss"] = statistics.fmean((raw["sql_loss"], raw["python_loss"]))
+    return {f: round(raw[f], 6) for f in finals}
+
+
 # what a claim weighs: the final runs' test metric, the sweep's breadth, or the curves at a matched level
 ON = ("final", "sweep_width", "matched")
 
@@ -197,6 +213,7 @@ class Method:
     base: str | None = None  # this method's base checkpoint, if not the study's (a second pre-training)
     wrong: float | None = None  # Q/A only: this share of the training answers wrong (`data.wrong_answers`)
     task: str | None = None  # this method's task (training, the sweep, the curves), if not the study's
+    sources: tuple[str, ...] = ()  # name "fusion" only: the adapter methods it fuses (`FUSION`)
 
 
 # How a `Combo` joins trained adapters: "base" is the base model itself (no adapter); "cat", "linear", "svd" are
@@ -256,8 +273,21 @@ class Study:
         if len(self.methods) < 2 or len(set(labels)) != len(labels):
             raise ValueError(f"methods must be at least 2 methods with distinct labels, got {labels}")
         for m in self.methods:
-            if m.name not in methods.BUILDERS:
-                raise ValueError(f"method {m.label!r}: name must be one of {list(methods.BUILDERS)}, got {m.name!r}")
+            if m.name not in (*methods.BUILDERS, FUSION):
+                raise ValueError(f"method {m.label!r}: name must be one of {[*methods.BUILDERS, FUSION]}, "
+                                 f"got {m.name!r}")
+            if (m.name == FUSION) != bool(m.sources):
+                raise ValueError(f"method {m.label!r}: sources (the adapters to fuse) go with name {FUSION!r} "
+                                 f"only, and it needs them; got name {m.name!r}, sources {m.sources!r}")
+            if m.sources:
+                earlier = [e.label for e in self.methods[:self.methods.index(m)] if e.name == "adapters"]
+                if (isinstance(m.sources, str) or len(m.sources) < 2 or len(set(m.sources)) != len(m.sources)
+                        or not set(m.sources) <= set(earlier)):
+                    raise ValueError(f"method {m.label!r}: sources must name at least 2 distinct adapter methods "
+                                     f"declared before it {earlier}, got {m.sources!r}")
+                if not set(self.sweep_seeds_of(m.label)) <= set(self.seeds):
+                    raise ValueError(f"method {m.label!r}: a fusion sweeps on final-run adapters, so its sweep "
+                                     f"seeds must be among seeds {self.seeds}, got {self.sweep_seeds_of(m.label)}")
             if not m.lrs:
                 raise ValueError(f"method {m.label!r}: lrs must list at least one learning rate")
             for lr in m.lrs:
@@ -411,7 +441,8 @@ WORDS = {"study": ("title", "notebook", "seeds_note", "eval_note", "notes"), "cl
 OPTIONAL = {"study": {"curve_metrics": [], "curve_splits": list(SPLITS), "eval_steps": [], "sweep_metrics": [],
                       "combos": [], "weight_sweep": [], "weight_pair": [], "weight_grid": [0.0, 0.25, 0.5, 0.75, 1.0]},
             "claim": {"on": "final", "success": None},
-            "method": {"n_train": None, "sweep_seeds": None, "base": None, "wrong": None, "task": None}}
+            "method": {"n_train": None, "sweep_seeds": None, "base": None, "wrong": None, "task": None,
+                       "sources": []}}
 
 
 def _drop_defaults(d: dict, kind: str) -> dict:
@@ -651,11 +682,13 @@ def _splits(study: Study, method: Method | None = None) -> dict[str, list]:
 
 
 def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study, splits: dict, *,
-             curve: bool, stop_after: int | None = None, tick: Callable[[], None] = lambda: None) -> tuple:
+             curve: bool, stop_after: int | None = None, tick: Callable[[], None] = lambda: None,
+             sources: Mapping[str, nn.Module] | None = None) -> tuple:
     """Train one (method, lr, seed); returns (model, record). With `curve`, a final run: the compared metric
     (and `curve_metrics`) measured at step 0 and at every evaluation step, and the training loss of every
     step kept; else a sweep run of `sweep_steps`. `stop_after` ends either early (the learning rate is
-    constant, so the first steps are those of the whole run)."""
+    constant, so the first steps are those of the whole run). A `FUSION` method fuses the trained adapter
+    models `sources` (label -> model)."""
     steps = method.steps if curve else study.sweep_steps
     measured = {s: (study.metric, *(study.curve_metrics if s in study.curve_splits else ())) for s in SPLITS}
     record: dict = {"seed": seed, "train_loss": [],
@@ -664,7 +697,14 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
     if method.wrong is not None:  # the same answers wrong in every run: the data is part of the set-up
         train_set = data.wrong_answers(train_set, method.wrong)
     torch.manual_seed(seed)
-    model = methods.prepare(base, method.name, **method.options)
+    if method.name == FUSION:
+        if sources is None or list(sources) != list(method.sources):
+            raise ValueError(f"method {method.label!r} fuses {list(method.sources)}: sources must map those "
+                             f"labels to their trained adapter models, got {None if sources is None else list(sources)}")
+        model = adapters.gather(sources)  # stage 1's adapters, copied in and frozen
+        adapters.add_fusion(model, list(sources), name=FUSION)
+    else:
+        model = methods.prepare(base, method.name, **method.options)
     at = set(_eval_steps(steps, study.eval_every, study.eval_steps))
 
     def measure(step: int) -> None:
@@ -719,21 +759,23 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
     loaded = {name: load_base(name, device=dev, directory=checkpoints) for name in bases(study)}  # or a clear error
     splits = _splits(study)
     splits_of = {m.label: _splits(study, m) for m in study.methods}
-    keep = {label for c in study.combos for label in c.weights} | set(study.weight_pair)  # adapters to join
+    keep = ({label for c in study.combos for label in c.weights} | set(study.weight_pair)  # adapters to join
+            | {label for m in study.methods for label in m.sources})  # and to fuse
     kept: dict[str, list[nn.Module]] = {label: [] for label in keep}
     total = sum(w["sweep_steps"] + w["final_steps"] for w in work(study).values())
     start = time.perf_counter()
     sweep, runs = {}, {}
     with tqdm(total=total, disable=not progress, desc=study.id, unit="step") as bar:
         score, goal = METRICS[study.metric]
-        for m in study.methods:  # 1. the learning-rate sweep, on the validation split
+        for m in study.methods:  # per method, in order (a fusion needs its sources' final adapters):
+            # 1. the learning-rate sweep, on the validation split
             grid = []
             for lr in m.lrs:
                 per_seed, also = [], {f: [] for f in study.sweep_metrics}
                 for seed in study.sweep_seeds_of(m.label):
                     bar.set_postfix_str(f"sweep {m.label} lr={lr:g} seed={seed}")
                     model, rec = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits_of[m.label],
-                                          curve=False, tick=bar.update)
+                                          curve=False, tick=bar.update, sources=_sources(study, m, kept, seed))
                     diverged = "diverged_at_step" in rec
                     per_seed.append(math.nan if diverged else round(score(model, splits_of[m.label]["val"]), 6))
                     for f in study.sweep_metrics:  # measured, never used to choose
@@ -746,15 +788,14 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
                 grid, key=lambda g: g["mean"] if math.isfinite(g["mean"]) else worst)["lr"]
             sweep[m.label] = {"metric": study.metric, "split": "val", "steps": study.sweep_steps,
                               "seeds": list(study.sweep_seeds_of(m.label)), "grid": grid, "best_lr": best}
-        for m in study.methods:  # 2. the final runs, every seed at the chosen rate
+            # 2. the final runs, every seed at the chosen rate
             lr, records = sweep[m.label]["best_lr"], []
             for seed in study.seeds:
                 bar.set_postfix_str(f"{m.label} lr={lr:g} seed={seed}")
                 model, record = _one_run(loaded[m.base or study.base], m, lr, seed, study, splits_of[m.label],
-                                         curve=True, tick=bar.update)
-                record["final"] = {f: math.nan if "diverged_at_step" in record else
-                                   round(METRICS[f][0](model, _data(f, "test", splits_of[m.label])), 6)
-                                   for f in study.finals}
+                                         curve=True, tick=bar.update, sources=_sources(study, m, kept, seed))
+                record["final"] = ({f: math.nan for f in study.finals} if "diverged_at_step" in record else
+                                   measure_finals(model, study.finals, "test", splits_of[m.label]))
                 if m.label in kept:
                     kept[m.label].append(model)
                 c = record["curve"]
@@ -784,6 +825,14 @@ def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path 
     return results
 
 
+def _sources(study: Study, method: Method, kept: dict, seed: int) -> dict[str, nn.Module] | None:
+    """A fusion's stage-1 adapters for `seed`: the models its sources' final runs of that seed trained."""
+    if not method.sources:
+        return None
+    i = study.seeds.index(seed)
+    return {label: kept[label][i] for label in method.sources}
+
+
 def _combine(study: Study, base: nn.Module, kept: dict, i: int, kind: str, weights: Mapping[str, float],
              density: float | None = None, rank: int | None = None) -> nn.Module:
     if kind == "base":
@@ -799,8 +848,7 @@ def _combos(study: Study, base: nn.Module, kept: dict, splits: dict) -> dict:
         records = []
         for i, seed in enumerate(study.seeds):
             model = _combine(study, base, kept, i, c.kind, c.weights, c.density, c.rank)
-            records.append({"seed": seed, "final": {f: round(METRICS[f][0](model, _data(f, "test", splits)), 6)
-                                                    for f in study.finals}})
+            records.append({"seed": seed, "final": measure_finals(model, study.finals, "test", splits)})
         out[c.label] = {"combo": dataclasses.asdict(c) | {"weights": dict(c.weights)}, "seeds": records}
     return out
 
@@ -817,8 +865,8 @@ def _weight_sweep(study: Study, base: nn.Module, kept: dict, splits: dict) -> di
             for t in study.weight_grid:
                 model = _combine(study, base, kept, i, kind, {a: 1.0 - t, b: t},
                                  rank=max(m.options.get("r", 8) for m in study.methods) if kind.endswith("svd") else None)
-                for f in study.finals:
-                    values[f].append(round(METRICS[f][0](model, _data(f, "test", splits)), 6))
+                for f, value in measure_finals(model, study.finals, "test", splits).items():
+                    values[f].append(value)
             per_seed.append({"seed": seed, **values})
         out[kind] = {"t": list(study.weight_grid), "pair": [a, b], "seeds": per_seed}
     return out
@@ -1023,6 +1071,9 @@ def live_run(results: dict, method: str, steps: int, base: nn.Module, *, seed: i
     """
     study = get(results["id"])
     m = study.method(method)
+    if m.name == FUSION:
+        raise ValueError(f"method must be one that trains from the base; {method!r} fuses the adapters of "
+                         f"{list(m.sources)}, which a live run does not have")
     at = _eval_steps(m.steps, study.eval_every, study.eval_steps)
     if steps not in at:
         raise ValueError(f"steps must be one of the study's evaluation steps {at}, got {steps!r}")
@@ -1067,6 +1118,8 @@ def check(study: Study | str, *, method: str | None = None, steps: int | None = 
     except (FileNotFoundError, ValueError) as e:
         return CheckResult(False, math.inf, tolerance, str(e))
     m = study.method(method or study.methods[0].label)
+    if m.name == FUSION:
+        raise ValueError(f"method must be one that trains from the base; {m.label!r} fuses {list(m.sources)}")
     steps = positive_int(steps if steps is not None else study.eval_every, "steps")
     stored = results["runs"][m.label]["seeds"][0]
     lr, seed = results["runs"][m.label]["lr"], stored["seed"]
