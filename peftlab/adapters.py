@@ -6,7 +6,8 @@ after a sublayer and is added to that sublayer's output h (batch, seq, d):
     adapter(h) = h + W_up f(W_down h + b_down) + b_up
 
 with W_down in R^{m x d}, W_up in R^{d x m}, bottleneck size m << d and a nonlinearity f.
-W_up and b_up start at zero, so each adapter starts as the identity and the model is unchanged.
+W_up and b_up start at zero, so each adapter starts as exactly the identity and the model is unchanged:
+peftlab's choice; Houlsby et al. start both projections near zero (small random weights), a near-identity.
 Parameters, both projections with biases:
 
     per adapter per placement:  d*m + m  +  m*d + d  =  2*d*m + m + d

@@ -13,7 +13,9 @@ A study declares, in one `Study` value (see `peftlab/studies/prompt_tuning.py`):
   `claim`) and the margin; `b` is another method, or "base" (`BASE`), the base model's own value;
 * the methods (`Method`): a name and options for `peftlab.methods.prepare`, the learning rates swept,
   and the maximum number of steps; optionally a training subset (`n_train`), another base checkpoint
-  (`base`) and a share of wrong answers in the training set (`wrong`);
+  (`base`), a share of wrong answers in the training set (`wrong`), another task (`task`), or, for a
+  method named `FUSION`, the adapter methods it fuses (`sources`: AdapterFusion's stage 2);
+* models joined after the runs from their adapters (`Combo`) and a weight sweep over two of them;
 * the seeds, the sweep (seeds and steps), how often the curves are evaluated, the batch size, the task;
 * the budget rule: every final run trains its method's `steps`; the compared metric has plateaued at
   the first evaluation step s where it improved by less than `plateau` (relative) over the last
@@ -21,12 +23,12 @@ A study declares, in one `Study` value (see `peftlab/studies/prompt_tuning.py`):
   report that step per method, or None where the budget ended before a plateau (then a claim on that
   method is about a budget, not about convergence, and the results say so).
 
-What a run does, for each method: (1) sweep: train `sweep_steps` at every learning rate for each sweep
-seed, measure the compared metric on the validation split, keep the rate with the best mean; (2) final
-runs: one per seed at that rate, evaluating the metric on val and test every `eval_every` steps (the
-curve), then every final metric on the test split. Every run starts from `torch.manual_seed(seed)` before
-`methods.prepare` (LoRA's A and a soft prompt are drawn from torch's generator) and trains with
-`train(..., seed=seed)`, so (method, lr, seed) fixes the run.
+What a run does, for each method in the order declared (a fusion after its sources): (1) sweep: train
+`sweep_steps` at every learning rate for each sweep seed, measure the compared metric on the validation
+split, keep the rate with the best mean; (2) final runs: one per seed at that rate, evaluating the metric
+on val and test every `eval_every` steps (the curve), then every final metric on the test split. Every
+run starts from `torch.manual_seed(seed)` before `methods.prepare` (LoRA's A and a soft prompt are drawn
+from torch's generator) and trains with `train(..., seed=seed)`, so (method, lr, seed) fixes the run.
 
 Staleness: the results hold the config and its SHA-256 (`config_hash`) and the base checkpoint's SHA-256.
 `status` is "stale" when either differs from now, "missing" with no file, "fresh" otherwise.
@@ -64,8 +66,9 @@ from ..train import NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
-STUDY_MODULES = ("full_forgetting", "finetune_data", "combine_adapters", "adapter_fusion", "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning",
-                 "prefix_tuning", "learn_forget", "lora_rank", "ptuning_encoders", "full_vs_lora")
+STUDY_MODULES = ("full_forgetting", "finetune_data", "combine_adapters", "adapter_fusion", "lora_init", "peft_methods",
+                 "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget", "lora_rank", "ptuning_encoders",
+                 "full_vs_lora")
 TASKS = ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task", "qa_sql_python_task")
 # A method named FUSION is AdapterFusion's stage 2 (Pfeiffer et al. 2021): per seed, the adapters that seed's
 # final runs of `Method.sources` trained (stage 1) are gathered into one model (`adapters.gather`) and frozen,
@@ -742,7 +745,7 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
 
 def run(study: Study | str, *, directory: Path = RESULTS_DIR, checkpoints: Path = CHECKPOINT_DIR,
         device: str = "cpu", progress: bool = True) -> dict:
-    """Run a study in full (sweep, then every seed at the chosen rates), weigh its claims, and write
+    """Run a study in full (per method: sweep, then every seed at the chosen rate), weigh its claims, and write
     `<directory>/<id>.json` atomically; returns the results. Long: see the study's docstring for its time.
 
     >>> run("no_such_study")  # doctest: +ELLIPSIS

@@ -33,7 +33,7 @@ Declared before any run:
 * final runs: seeds 0-4, own-task val and test answer loss at steps 0, 50, 100, 200 (and 300, 400 for the
   mixture); claims: Welch 95% intervals over the 5 seeds, margins in `STUDY.claims`.
 
-Run time: 2,238 s (37 min) on 2 cores, while notebook code was written next to it (no other heavy job):
+Run time: 2,238 s (37 min) on 2 cores, with about 4 minutes of unit tests running next to it:
 
     python -m peftlab.studies run 12_combine
 
