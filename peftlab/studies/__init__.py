@@ -69,11 +69,11 @@ RESULTS_DIR = Path(__file__).parent / "results"
 STUDY_MODULES = ("full_forgetting", "finetune_data", "combine_adapters", "adapter_fusion", "lora_init", "peft_methods",
                  "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget", "lora_rank", "ptuning_encoders",
                  "full_vs_lora")
-TASKS = ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task", "qa_sql_python_task")
+TASKS = ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task", "qa_sql_python_task")  # of peftlab.data
 # A method named FUSION is AdapterFusion's stage 2 (Pfeiffer et al. 2021): per seed, the adapters that seed's
 # final runs of `Method.sources` trained (stage 1) are gathered into one model (`adapters.gather`) and frozen,
 # and a fusion layer over them (`adapters.add_fusion`) trains on the method's task.
-FUSION = "fusion"  # functions of peftlab.data
+FUSION = "fusion"
 SPLITS = ("val", "test")
 QA_EVAL_NOTE = ("val 48 questions (12 people x 4) for the sweep and the plateau; test 192 questions (48 held-out "
                 "people x 4 facts), all the task has, for the curves and the claims")  # the Q/A studies' eval_note
@@ -158,6 +158,8 @@ METRIC_DATA: dict[str, Callable[[], dict[str, list]]] = {"fact_rank": fact_split
                                                          "stranger_match": strangers, "sql_loss": sql_splits,
                                                          "python_loss": python_splits, "pair_loss": pair_splits,
                                                          "python_match": python_splits}
+
+
 def measure_finals(model: nn.Module, finals: Sequence[str], split: str, splits: dict) -> dict[str, float]:
     """Every metric of `finals` on `split`, rounded to 6 places. `pair_loss`, when `sql_loss` and
     `python_loss` are measured too, is their mean, not a second pass over both tasks."""
