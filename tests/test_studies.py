@@ -496,3 +496,19 @@ def test_pair_loss_from_the_two_task_losses_equals_its_own_pass():
     alone = studies.measure_finals(model, ("pair_loss",), "val", {})
     assert derived["pair_loss"] == pytest.approx(alone["pair_loss"], abs=2e-6)
     assert derived["pair_loss"] == pytest.approx((derived["sql_loss"] + derived["python_loss"]) / 2, abs=2e-6)
+
+
+def test_a_method_can_train_on_the_prompt_too_and_a_bad_loss_on_is_refused(checkpoints, tmp_path):
+    """Method.loss_on="all" puts the prompt's tokens in the training loss (no masking): the same seed and rate
+    then train differently from the default, which masks the prompt; anything else is refused up front."""
+    lora = toy_study().methods[1]
+    unmasked = dataclasses.replace(lora, label="unmasked", loss_on="all")
+    study = toy_study(methods=(lora, unmasked), claims=())
+    with pytest.raises(ValueError, match="loss_on must be one of"):
+        dataclasses.replace(study, methods=(lora, dataclasses.replace(unmasked, loss_on="prompt")))
+    results = studies.run(study, directory=tmp_path, checkpoints=checkpoints, progress=False)
+    masked, everything = (results["runs"][m]["seeds"][0] for m in ("lora", "unmasked"))
+    assert masked["curve"]["test"]["answer_loss"][0] == everything["curve"]["test"]["answer_loss"][0]  # same start
+    assert masked["train_loss"] != everything["train_loss"]
+    assert studies.config_hash(toy_study()) == studies.config_hash(
+        toy_study(methods=tuple(dataclasses.replace(m, loss_on="response") for m in toy_study().methods)))

@@ -13,7 +13,8 @@ A study declares, in one `Study` value (see `peftlab/studies/prompt_tuning.py`):
   `claim`) and the margin; `b` is another method, or "base" (`BASE`), the base model's own value;
 * the methods (`Method`): a name and options for `peftlab.methods.prepare`, the learning rates swept,
   and the maximum number of steps; optionally a training subset (`n_train`), another base checkpoint
-  (`base`), a share of wrong answers in the training set (`wrong`), another task (`task`), or, for a
+  (`base`), a share of wrong answers in the training set (`wrong`), another task (`task`), the tokens
+  the training loss covers (`loss_on`: the response, the default, or prompt and response), or, for a
   method named `FUSION`, the adapter methods it fuses (`sources`: AdapterFusion's stage 2);
 * models joined after the runs from their adapters (`Combo`) and a weight sweep over two of them;
 * the seeds, the sweep (seeds and steps), how often the curves are evaluated, the batch size, the task;
@@ -62,7 +63,7 @@ from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
 from ..checks import int_at_least, positive_int, positive_number
 from ..evaluate import evaluate_loss, greedy_accuracy, ranking_accuracy
 from ..evidence import CLAIMS, compare, t_quantile
-from ..train import NonFiniteLoss, train
+from ..train import LOSS_ON, NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
@@ -219,6 +220,7 @@ class Method:
     wrong: float | None = None  # Q/A only: this share of the training answers wrong (`data.wrong_answers`)
     task: str | None = None  # this method's task (training, the sweep, the curves), if not the study's
     sources: tuple[str, ...] = ()  # name "fusion" only: the adapter methods it fuses (`FUSION`)
+    loss_on: str = "response"  # which tokens the training loss covers (`train.LOSS_ON`): "all" trains on prompts too
 
 
 # How a `Combo` joins trained adapters: "base" is the base model itself (no adapter); "cat", "linear", "svd" are
@@ -293,6 +295,8 @@ class Study:
                 if not set(self.sweep_seeds_of(m.label)) <= set(self.seeds):
                     raise ValueError(f"method {m.label!r}: a fusion sweeps on final-run adapters, so its sweep "
                                      f"seeds must be among seeds {self.seeds}, got {self.sweep_seeds_of(m.label)}")
+            if m.loss_on not in LOSS_ON:
+                raise ValueError(f"method {m.label!r}: loss_on must be one of {LOSS_ON}, got {m.loss_on!r}")
             if not m.lrs:
                 raise ValueError(f"method {m.label!r}: lrs must list at least one learning rate")
             for lr in m.lrs:
@@ -447,7 +451,7 @@ OPTIONAL = {"study": {"curve_metrics": [], "curve_splits": list(SPLITS), "eval_s
                       "combos": [], "weight_sweep": [], "weight_pair": [], "weight_grid": [0.0, 0.25, 0.5, 0.75, 1.0]},
             "claim": {"on": "final", "success": None},
             "method": {"n_train": None, "sweep_seeds": None, "base": None, "wrong": None, "task": None,
-                       "sources": []}}
+                       "sources": [], "loss_on": "response"}}
 
 
 def _drop_defaults(d: dict, kind: str) -> dict:
@@ -730,7 +734,7 @@ def _one_run(base: nn.Module, method: Method, lr: float, seed: int, study: Study
     if curve:
         measure(0)
     try:
-        train(model, train_set, steps=steps, lr=lr, batch_size=study.batch_size, seed=seed,
+        train(model, train_set, steps=steps, lr=lr, batch_size=study.batch_size, seed=seed, loss_on=method.loss_on,
               progress=False, on_step=after_step)
     except _Stop:
         pass
