@@ -414,12 +414,18 @@ def sql_python_task(seed: int = 0) -> dict[str, list[Example]]:
     >>> {k: len(v) for k, v in mix.items()}, sum(e.meta["domain"] == "python" for e in mix["train"])
     ({'train': 1328, 'val': 42, 'test': 42}, 704)
     """
-    sql, python = sql_task(seed), python_task(seed)
-    rng = random.Random(f"sql-python-{seed}")
+    return _mixture({"sql": (sql_task(seed), 1), "python": (python_task(seed), 4)}, f"sql-python-{seed}")
+
+
+def _mixture(tasks: dict[str, tuple[dict[str, list[Example]], int]], shuffle_seed: str) -> dict[str, list[Example]]:
+    """Tasks in one set, in order: each task's train pairs repeated its number of times; val and test hold as
+    many of each task as the last task has (the smallest); every split shuffled with `shuffle_seed`."""
+    last = list(tasks.values())[-1][0]
+    rng = random.Random(shuffle_seed)
     out = {}
     for split in ("train", "val", "test"):
-        joined = (sql["train"] + python["train"] * 4 if split == "train"
-                  else sql[split][:len(python[split])] + python[split])
+        joined = [e for task, repeats in tasks.values()
+                  for e in (task["train"] * repeats if split == "train" else task[split][:len(last[split])])]
         rng.shuffle(joined)
         out[split] = joined
     return out
@@ -434,16 +440,8 @@ def qa_sql_python_task(seed: int = 0) -> dict[str, list[Example]]:
     >>> {k: len(v) for k, v in mix.items()}
     {'train': 2048, 'val': 63, 'test': 63}
     """
-    tasks = {"qa": (qa_task(seed), 3), "sql": (sql_task(seed), 1), "python": (python_task(seed), 4)}
-    n = {split: len(tasks["python"][0][split]) for split in ("val", "test")}
-    rng = random.Random(f"qa-sql-python-{seed}")
-    out = {}
-    for split in ("train", "val", "test"):
-        joined = [e for task, repeats in tasks.values()
-                  for e in (task["train"] * repeats if split == "train" else task[split][:n[split]])]
-        rng.shuffle(joined)
-        out[split] = joined
-    return out
+    return _mixture({"qa": (qa_task(seed), 3), "sql": (sql_task(seed), 1), "python": (python_task(seed), 4)},
+                    f"qa-sql-python-{seed}")
 
 
 def _complement(seq: str) -> str:
