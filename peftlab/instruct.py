@@ -20,7 +20,9 @@ pre-training but never saw as instructions (the person split of `data.qa_task`).
 
 from __future__ import annotations
 
+import functools
 import random
+import re
 import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +33,8 @@ import torch.nn.functional as F
 from . import data
 from .data import Example, Instruction
 from .tokenizer import EOS, ByteTokenizer
-from .evaluate import complete, evaluate_loss
+from .evaluate import check_examples, complete, evaluate_loss
+from .rouge import max_rouge_l
 from .train import IGNORE, Batch, example_batches
 
 TERMINATOR = "\n"
@@ -178,6 +181,37 @@ NEW_FAMILIES = {
 }
 
 
+# Wordings no peftlab model trains on and far from every one that is: ROUGE-L at most 0.2 to the nearest
+# trained or teacher wording of any family (`nearest_trained`; PARAPHRASES reach 0.83). Study 09_instruct's
+# held-out wordings.
+NEW_WORDINGS = {
+    "reverse": "Spell it backwards.", "uppercase": "Use only capitals.", "count": "What is its length?",
+    "sort": "Alphabetize these.", "repeat": "Echo it thrice.", "first_letters": "Make an acronym from these.",
+}
+# Real words that no training set of peftlab holds: not in `data.WORDS`, nor in the teacher's vocabulary or
+# its made-up words (tests/test_instruct.py checks). Inputs made of them are new to every model, so a right
+# answer shows the operation, not a memorised word. Their lengths run from 4 to 9 letters in near-equal
+# numbers, so no one count answers more than a sixth of them.
+VAL_WORDS = ("kiwi", "lamp", "acorn", "daisy", "bottle", "carpet", "feather", "blanket", "umbrella", "dinosaur")
+TEST_WORDS = ("nest", "drum", "harp", "vase", "leaf", "wolf", "crab", "eagle", "igloo", "lemon", "mango", "quilt",
+              "koala", "ocean", "guitar", "hammer", "jungle", "kettle", "needle", "oyster", "spider", "dolphin",
+              "glacier", "pumpkin", "sparrow", "trumpet", "biscuit", "compass", "elephant", "mushroom", "notebook",
+              "sandwich", "squirrel", "hedgehog", "butterfly", "crocodile", "telescope", "pineapple", "waterfall",
+              "chocolate")
+HELDOUT_WORDS = VAL_WORDS + TEST_WORDS  # disjoint: no test input is seen in a sweep
+
+
+def nearest_trained(wording: str) -> float:
+    """ROUGE-L of `wording` to the nearest wording a peftlab model trains on (`TRAINED_PHRASINGS` and the
+    teacher's `data.TEACHER_PHRASINGS`, every family): how new a held-out wording really is.
+
+    >>> nearest_trained("Say the word three times."), nearest_trained("Echo it thrice.")
+    (0.8, 0.0)
+    """
+    trained = [w for f, w in TRAINED_PHRASINGS.items()] + [w for ws in data.TEACHER_PHRASINGS.values() for w in ws]
+    return round(max_rouge_l(wording, trained), 3)
+
+
 def _input_for(family: str, rng: random.Random, vocabulary: Sequence[str] = data.WORDS) -> str:
     words = rng.sample(list(vocabulary), rng.randint(3, 5))
     if family in ("reverse", "count", "repeat", "repeat_twice"):
@@ -249,3 +283,80 @@ def heldout_suite(seed: int = 0, per_family: int = 8) -> dict[str, list[Instruct
     rng.shuffle(facts)
     return {"new inputs": new_inputs, "new phrasings": phrasings, "new families": families,
             "held-out facts": facts[:per_family * 3]}
+
+
+def _rule_set(families: dict[str, str], words: Sequence[str], per_family: int, name: str) -> list[Instruction]:
+    """`per_family` distinct records of each family (worded as in `families`) on inputs made of `words`."""
+    rng, out = random.Random(f"instruct-{name}"), []
+    for family, wording in families.items():
+        found: dict[str, Instruction] = {}
+        for _ in range(per_family * 50):  # a one-word family has len(words) inputs at most
+            r = rule_record(family, wording, rng, words)
+            found.setdefault(r.input, r)
+            if len(found) == per_family:
+                break
+        out += found.values()
+    return out
+
+
+@functools.cache
+def instruct_sets(seed: int = 0) -> dict[str, list[Example]]:
+    """Study 09_instruct's data, as examples in `DEFAULT_TEMPLATE` (every held-out input made of `HELDOUT_WORDS`):
+
+    * "train": `training_records` (692: the six rule families on `data.WORDS`, 120 fact questions);
+    * "val": trained wordings on `VAL_WORDS` (10 per one-word family, 16 per other: 78), for the sweep;
+    * "test": trained wordings on `TEST_WORDS`, 40 per family (240): new inputs;
+    * "wordings": the test inputs worded as in `NEW_WORDINGS` (240);
+    * "families": `NEW_FAMILIES` on `TEST_WORDS`, 40 each (200);
+    * "facts": every fact question about the 48 Q/A test people (192), whose facts only pre-training holds.
+
+    >>> {k: len(v) for k, v in instruct_sets().items()}
+    {'train': 692, 'val': 78, 'test': 240, 'wordings': 240, 'families': 200, 'facts': 192}
+    """
+    rules = {f: TRAINED_PHRASINGS[f] for f in PARAPHRASES}
+    test = _rule_set(rules, TEST_WORDS, 40, f"test-{seed}")
+    return {"train": to_examples(training_records(seed)),
+            "val": to_examples(_rule_set(rules, VAL_WORDS, 16, f"val-{seed}")),
+            "test": to_examples(test),
+            "wordings": to_examples([Instruction(r.family, NEW_WORDINGS[r.family], r.input, r.output) for r in test]),
+            "families": to_examples(_rule_set(NEW_FAMILIES, TEST_WORDS, 40, f"families-{seed}")),
+            "facts": to_examples([fact_record(p, a) for p in _people("test", seed) for a in data.ATTRIBUTES])}
+
+
+def instruct_task(seed: int = 0) -> dict[str, list[Example]]:
+    """The train, val and test splits of `instruct_sets`: the live recipe's data, new inputs held out."""
+    sets = instruct_sets(seed)
+    return {s: sets[s] for s in ("train", "val", "test")}
+
+
+# The form of each family's answer, whatever its content: what "follows the format" means here.
+FORMATS = {"reverse": r"[a-z]+", "uppercase": r"[A-Z]+( [A-Z]+)*", "count": r"[0-9]+", "sort": r"[a-z]+( [a-z]+)*",
+           "repeat": r"[a-z]+ [a-z]+ [a-z]+", "first_letters": r"[a-z]+",
+           "fact_qa": "|".join(v for values in data.ATTRIBUTES.values() for v in values)}
+
+
+def well_formed(family: str, generated: str) -> bool:
+    """Does a generated continuation answer in the family's form (`FORMATS`) and then stop at the terminator?
+    A right answer is well formed; a well-formed one may be wrong ("6" for a 7-letter word).
+
+    >>> well_formed("count", "6\\n"), well_formed("count", "six\\n"), well_formed("count", "6 and")
+    (True, False, False)
+    """
+    if family not in FORMATS:
+        raise ValueError(f"family must be one of {list(FORMATS)}, got {family!r}")
+    answer, stop, _ = generated.partition(TERMINATOR)
+    return bool(stop) and re.fullmatch(FORMATS[family], answer) is not None
+
+
+def format_rate(model: torch.nn.Module, examples: Sequence[Example]) -> float:
+    """The share of `examples` (prompts in the template, meta["family"] set) whose greedy answer is
+    `well_formed`: the format learned, right or wrong.
+
+    >>> from peftlab import load_base
+    >>> format_rate(load_base(), instruct_sets()["test"][:4])
+    0.0
+    """
+    check_examples(examples)
+    budget = max(len(e.response.encode()) for e in examples) + 1
+    generated = complete(model, [e.prompt for e in examples], budget, stop_ids=(EOS, ord(TERMINATOR)))
+    return sum(well_formed(e.meta["family"], g) for e, g in zip(examples, generated)) / len(examples)

@@ -125,3 +125,59 @@ def test_explorer_compares_models_side_by_side():
         ex.compare("", "apple")
     with pytest.raises(ValueError, match="models"):
         InstructionExplorer({})
+
+
+def test_heldout_words_are_in_no_training_set():
+    from peftlab.instruct import HELDOUT_WORDS, TEST_WORDS, VAL_WORDS
+    from peftlab.teacher import TEACHER_VOCABULARY, pseudo_words
+    assert len(set(HELDOUT_WORDS)) == len(HELDOUT_WORDS) == 50
+    assert not set(HELDOUT_WORDS) & (set(data.WORDS) | set(TEACHER_VOCABULARY) | set(pseudo_words()))
+    assert not set(VAL_WORDS) & set(TEST_WORDS)
+    lengths = [len(w) for w in TEST_WORDS]  # no one count answers most words (notebook 19's old artifact)
+    assert max(lengths.count(n) for n in set(lengths)) / len(lengths) < 0.2
+
+
+def test_new_wordings_are_far_from_every_trained_wording():
+    from peftlab.instruct import NEW_WORDINGS, PARAPHRASES, nearest_trained
+    assert set(NEW_WORDINGS) == set(PARAPHRASES)
+    assert all(nearest_trained(w) <= 0.2 for w in NEW_WORDINGS.values())
+    assert nearest_trained(PARAPHRASES["sort"]) > 0.8  # the old held-out wordings were near copies
+    assert nearest_trained(TRAINED_PHRASINGS["count"]) == 1.0
+
+
+def test_instruct_sets_hold_every_input_out_of_training():
+    from peftlab.instruct import NEW_WORDINGS, TEST_WORDS, VAL_WORDS, instruct_sets
+    from peftlab.teacher import teacher_tasks
+    sets = instruct_sets()
+    trained = {(e.prompt, e.response) for e in sets["train"]} | {
+        (e.prompt, e.response) for e in to_examples(teacher_tasks())}
+    for name in ("val", "test", "wordings", "families", "facts"):
+        assert not {(e.prompt, e.response) for e in sets[name]} & trained, name
+    words = lambda e: set(e.prompt.split("Input: ")[1].split("\n")[0].lower().split())
+    assert all(words(e) <= set(VAL_WORDS) for e in sets["val"])
+    assert all(words(e) <= set(TEST_WORDS) for e in sets["test"] + sets["wordings"] + sets["families"])
+    assert [e.response for e in sets["wordings"]] == [e.response for e in sets["test"]]
+    assert {e.prompt.split("\n")[0] for e in sets["wordings"]} == {f"Instruction: {w}" for w in NEW_WORDINGS.values()}
+    families = [e.meta["family"] for e in sets["test"]]
+    assert all(families.count(f) == 40 for f in set(families)) and len(set(families)) == 6
+
+
+@pytest.mark.parametrize("family, generated, ok", [
+    ("count", "7\n", True), ("count", "7", False), ("count", "seven\n", False), ("count", "7 letters\n", False),
+    ("uppercase", "TIGER ZEBRA\n", True), ("uppercase", "Tiger\n", False), ("repeat", "a a a\n", True),
+    ("repeat", "a a\n", False), ("sort", "apple zebra\n", True), ("fact_qa", "goat\n", True),
+    ("fact_qa", "a goat\n", False)])
+def test_well_formed_checks_the_form_and_the_terminator(family, generated, ok):
+    from peftlab.instruct import well_formed
+    assert well_formed(family, generated) is ok
+
+
+def test_format_rate_counts_well_formed_answers_and_checks_its_input():
+    from peftlab.instruct import format_rate, well_formed
+    examples = to_examples([REC, Instruction("count", "Count the letters in the word.", "river", "5")])
+    assert format_rate(Scripted("elppa\nInstruction: more"), examples) == 0.5  # right form for reverse only
+    assert format_rate(Scripted("elppa"), examples) == 0.0  # no terminator: the answer never ends
+    with pytest.raises(ValueError, match="family must be one of"):
+        well_formed("poetry", "x\n")
+    with pytest.raises(ValueError, match="examples"):
+        format_rate(Scripted("x"), [])

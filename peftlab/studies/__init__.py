@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__, adapters, data, methods, multitask
+from .. import __version__, adapters, data, instruct, methods, multitask, teacher
 from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
 from ..checks import int_at_least, positive_int, positive_number
 from ..evaluate import evaluate_loss, greedy_accuracy, ranking_accuracy
@@ -67,10 +67,14 @@ from ..train import LOSS_ON, NonFiniteLoss, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
-STUDY_MODULES = ("full_forgetting", "finetune_data", "combine_adapters", "adapter_fusion", "lora_init", "peft_methods",
-                 "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget", "lora_rank", "ptuning_encoders",
-                 "full_vs_lora")
-TASKS = ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task", "qa_sql_python_task")  # of peftlab.data
+STUDY_MODULES = ("full_forgetting", "finetune_data", "instruction_tuning", "combine_adapters", "adapter_fusion",
+                 "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget",
+                 "lora_rank", "ptuning_encoders", "full_vs_lora")
+# A study's task by name: the tasks of peftlab.data, and the instruction tasks of notebook 09 (the live recipe's
+# records, and the teacher's larger set, both held out on new words: `instruct.instruct_sets`)
+TASKS = {**{name: getattr(data, name) for name in ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task",
+                                                     "qa_sql_python_task")},
+         "instruct_task": instruct.instruct_task, "teacher_task": teacher.teacher_task}
 # A method named FUSION is AdapterFusion's stage 2 (Pfeiffer et al. 2021): per seed, the adapters that seed's
 # final runs of `Method.sources` trained (stage 1) are gathered into one model (`adapters.gather`) and frozen,
 # and a fusion layer over them (`adapters.add_fusion`) trains on the method's task.
@@ -139,6 +143,12 @@ def fact_splits() -> dict[str, list[data.Example]]:
     return {"val": facts[0::2], "test": facts[1::2]}
 
 
+def instruct_heldout(name: str) -> dict[str, list[data.Example]]:
+    """One held-out set of `instruct.instruct_sets` ("wordings", "families", "facts") as both splits: measured
+    at the end only, never used to choose anything."""
+    return {s: instruct.instruct_sets()[name] for s in SPLITS}
+
+
 # metric name -> (function(model, examples), "min" or "max": which way is better). exact_match is counted
 # by `greedy_accuracy`, which gives what `evaluate.exact_match` gives in one forward pass instead of generation.
 METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
@@ -153,12 +163,19 @@ METRICS: dict[str, tuple[Callable[[nn.Module, Sequence], float], str]] = {
     "python_loss": (answer_loss, "min"),  # on `python_splits`
     "pair_loss": (pair_loss, "min"),  # the mean of the two
     "python_match": (greedy_accuracy, "max"),  # on `python_splits`: the whole answer right
+    "format_ok": (instruct.format_rate, "max"),  # instruction tasks: the answer in its family's form, then stop
+    "wording_match": (greedy_accuracy, "max"),  # instruction tasks: new inputs in `instruct.NEW_WORDINGS`
+    "family_match": (greedy_accuracy, "max"),  # instruction tasks: `instruct.NEW_FAMILIES`, never trained
+    "facts_match": (greedy_accuracy, "max"),  # instruction tasks: fact questions about the Q/A test people
 }
 # Metrics measured on their own data instead of the task's val and test splits (old knowledge, say).
 METRIC_DATA: dict[str, Callable[[], dict[str, list]]] = {"fact_rank": fact_splits, "fact_match": fact_splits,
                                                          "stranger_match": strangers, "sql_loss": sql_splits,
                                                          "python_loss": python_splits, "pair_loss": pair_splits,
-                                                         "python_match": python_splits}
+                                                         "python_match": python_splits,
+                                                         "wording_match": lambda: instruct_heldout("wordings"),
+                                                         "family_match": lambda: instruct_heldout("families"),
+                                                         "facts_match": lambda: instruct_heldout("facts")}
 
 
 def measure_finals(model: nn.Module, finals: Sequence[str], split: str, splits: dict) -> dict[str, float]:
@@ -309,7 +326,7 @@ class Study:
             if m.base is not None and (not isinstance(m.base, str) or not m.base):
                 raise ValueError(f"method {m.label!r}: base must name a base checkpoint, or be None; got {m.base!r}")
             if m.task is not None and m.task not in TASKS:
-                raise ValueError(f"method {m.label!r}: task must be one of {TASKS} or None, got {m.task!r}")
+                raise ValueError(f"method {m.label!r}: task must be one of {tuple(TASKS)} or None, got {m.task!r}")
             if m.wrong is not None:
                 if (m.task or self.task) != "qa_task":
                     raise ValueError(f"method {m.label!r}: wrong (a share of wrong answers) needs task='qa_task', "
@@ -325,7 +342,7 @@ class Study:
         positive_int(self.sweep_steps, "sweep_steps")
         positive_int(self.batch_size, "batch_size")
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise ValueError(f"task must be one of {tuple(TASKS)}, got {self.task!r}")
         for name, value in (("metric", self.metric), *(("finals", f) for f in self.finals),
                             *(("curve_metrics", f) for f in self.curve_metrics),
                             *(("sweep_metrics", f) for f in self.sweep_metrics)):
@@ -685,7 +702,7 @@ def check_device(device: str | torch.device) -> torch.device:
 
 def _splits(study: Study, method: Method | None = None) -> dict[str, list]:
     """The train, val and test splits of a method's task (the study's, unless the method names its own)."""
-    splits = getattr(data, (method.task if method else None) or study.task)()
+    splits = TASKS[(method.task if method else None) or study.task]()
     n = study.n_eval
     return {"train": splits["train"], **{s: splits[s][:n] if n else splits[s] for s in SPLITS}}
 
