@@ -360,3 +360,29 @@ def format_rate(model: torch.nn.Module, examples: Sequence[Example]) -> float:
     budget = max(len(e.response.encode()) for e in examples) + 1
     generated = complete(model, [e.prompt for e in examples], budget, stop_ids=(EOS, ord(TERMINATOR)))
     return sum(well_formed(e.meta["family"], g) for e, g in zip(examples, generated)) / len(examples)
+
+
+def constant_answers(train: Sequence[Example]) -> dict[str, str]:
+    """Per family, the response most common in `train`: what a model that ignores the input does best.
+
+    >>> constant_answers(to_examples([Instruction("count", "Count.", w, str(len(w))) for w in ("tiger", "zebra", "lion")]))
+    {'count': '5\\n'}
+    """
+    by_family: dict[str, list[str]] = {}
+    for e in train:
+        by_family.setdefault(e.meta["family"], []).append(e.response)
+    return {f: max(sorted(set(rs)), key=rs.count) for f, rs in by_family.items()}
+
+
+def constant_accuracy(train: Sequence[Example], test: Sequence[Example]) -> float:
+    """Exact match on `test` of the constant-answer baseline fitted on `train` (`constant_answers`): the
+    floor a trained model must clear before its answers show the operation. A family absent from `train`
+    scores 0.
+
+    >>> seen = to_examples([Instruction("count", "Count.", w, str(len(w))) for w in ("tiger", "zebra", "lion")])
+    >>> constant_accuracy(seen, to_examples([Instruction("count", "Count.", w, str(len(w))) for w in ("mouse", "ox")]))
+    0.5
+    """
+    check_examples(test, "test")
+    answers = constant_answers(train)
+    return sum(answers.get(e.meta["family"]) == e.response for e in test) / len(test)

@@ -29,6 +29,7 @@ The student starts from the base model.
 from __future__ import annotations
 
 import copy
+import functools
 import random
 import re
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ import torch
 from . import data
 from .data import Instruction
 from .instruct import (DEFAULT_TEMPLATE, PARAPHRASES, RULES, TRAINED_PHRASINGS, evaluate, fixed_width_batches,
-                       to_examples, training_records)
+                       instruct_task, to_examples, training_records)
 from .rouge import rouge_l
 from .tokenizer import EOS, ByteTokenizer
 from .evaluate import complete
@@ -111,9 +112,20 @@ def check_tokenizers(teacher: torch.nn.Module, student: torch.nn.Module) -> None
 
 
 def seed_tasks(per_family: int = 3, seed: int = 0) -> list[Instruction]:
-    """The starting pool: the first `per_family` training records of each family (21 tasks)."""
-    records = training_records(seed)
-    return [r for f in TRAINED_PHRASINGS for r in [x for x in records if x.family == f][:per_family]]
+    """The starting pool: `per_family` training records of each family (21 tasks), the first ones whose
+    inputs differ in length, so the seeds of `count` do not all share one answer.
+
+    >>> sorted(t.output for t in seed_tasks() if t.family == "count")
+    ['5', '6', '7']
+    """
+    out = []
+    for family in TRAINED_PHRASINGS:
+        lengths: set[int] = set()
+        for r in (x for x in training_records(seed) if x.family == family):
+            if len(r.input) not in lengths and len(lengths) < per_family:
+                lengths.add(len(r.input))
+                out.append(r)
+    return out
 
 
 @dataclass
@@ -163,10 +175,12 @@ def parse_task(generated: str) -> Instruction | None:
 
 
 def judge(task: Instruction | None, pool: Sequence[Instruction], threshold: float = 0.7,
-          require_rule: bool = True) -> tuple[str, str]:
+          require_rule: bool = True, novelty: bool = True, correctness: bool = True) -> tuple[str, str]:
     """(stage reached, verdict) for one parsed task against the current pool. With `require_rule`
     a task that no family rule can check is dropped as unverifiable (every family here has a
-    rule, so such a task is a garbled one); without it, it is kept unchecked, as in the paper."""
+    rule, so such a task is a garbled one); without it, it is kept unchecked, as in the paper.
+    `novelty=False` and `correctness=False` switch a filter off (the ablations of notebook 19): the
+    task passes that stage unchecked."""
     if task is None:
         return "generated", "malformed: not Task/Input/Output"
     if not task.instruction or not task.output:
@@ -174,13 +188,17 @@ def judge(task: Instruction | None, pool: Sequence[Instruction], threshold: floa
     if not 8 <= len(task.instruction) <= 80 or len(task.input) > 60 or len(task.output) > 60:
         return "generated", "malformed: length out of bounds"
     instructions = {t.instruction for t in pool}
-    if task.instruction in instructions:
+    if not novelty:
+        pass
+    elif task.instruction in instructions:
         if any(t.instruction == task.instruction and t.input == task.input for t in pool):
             return "well-formed", "duplicate instance (same instruction and input)"
     else:
         score, nearest = max((rouge_l(i, task.instruction), i) for i in instructions)
         if score >= threshold:
             return "well-formed", f"near-duplicate of {nearest!r} (ROUGE-L {score:.2f})"
+    if not correctness:
+        return "correct", "kept"
     expected = rule_output(task.family, task.input)
     if expected is None and require_rule:
         return "novel", "unverifiable: no family rule matches the instruction"
@@ -260,9 +278,11 @@ def answer_greedily(teacher: torch.nn.Module, prompt: str, texts: Sequence[str],
     return out
 
 
-def refilter(result: SelfInstructResult, threshold: float, require_rule: bool = True) -> SelfInstructResult:
-    """The same generations judged again, in order, with another ROUGE-L threshold (the shots the
-    teacher saw stay as they were, so this is a what-if on the filter, not a new run).
+def refilter(result: SelfInstructResult, threshold: float = 0.7, require_rule: bool = True, novelty: bool = True,
+             correctness: bool = True) -> SelfInstructResult:
+    """The same generations judged again, in order, with another ROUGE-L threshold or a filter off (`judge`).
+    The shots the teacher saw stay as they were; with one shot they are always seeds, never generated
+    tasks, so the generations would be the same in a new run and this is exact, not a what-if.
 
     >>> r = SelfInstructResult(seed_tasks(), [Generation(" x", None, "malformed", "generated")])
     >>> refilter(r, 0.5).funnel()["generated"]
@@ -271,7 +291,7 @@ def refilter(result: SelfInstructResult, threshold: float, require_rule: bool = 
     check_threshold(threshold)
     out, pool = SelfInstructResult(list(result.seeds)), list(result.seeds)
     for g in result.generations:
-        stage, verdict = judge(g.task, pool, threshold, require_rule)
+        stage, verdict = judge(g.task, pool, threshold, require_rule, novelty, correctness)
         out.generations.append(Generation(g.text, g.task, verdict, stage))
         if verdict == "kept":
             pool.append(g.task)
@@ -294,3 +314,61 @@ def train_students(base: torch.nn.Module, datasets: dict[str, Sequence[Instructi
 def compare_students(students: dict[str, torch.nn.Module], heldout: Sequence[Instruction]) -> dict[str, dict]:
     """`instruct.evaluate` of every student on the same held-out records."""
     return {name: evaluate(model, heldout) for name, model in students.items()}
+
+
+def nearest_seed(tasks: Sequence[Instruction], seeds: Sequence[Instruction]) -> list[float]:
+    """Per task, ROUGE-L of its instruction to the nearest seed instruction: the paper's measure of how far
+    generated instructions move from the seeds (Wang et al. 2022, §3, Figure 3).
+
+    >>> nearest_seed([Instruction("x", "Echo it thrice.", "a", "a a a")], seed_tasks())
+    [0.0]
+    """
+    return [max(rouge_l(s.instruction, t.instruction) for s in seeds) for t in tasks]
+
+
+# Words that are not the object noun of an instruction (determiners, pronouns, prepositions, adjectives of ours).
+_NOT_NOUNS = {"the", "a", "an", "of", "each", "every", "in", "to", "this", "these", "it", "its", "all", "from",
+              "into", "about", "three", "two", "first", "last", "small", "upper", "given", "following", "order"}
+
+
+def verb_noun(instruction: str) -> tuple[str, str | None]:
+    """(root verb, its first object noun) of an imperative instruction, by a rule: the first word is the
+    verb, the first later word that is not a function word (`_NOT_NOUNS`) is the noun. The paper parses
+    with the Berkeley Neural Parser (§3, Figure 2); this rule serves instructions of our few families.
+
+    >>> verb_noun("Reverse the letters of the word."), verb_noun("Echo it thrice.")
+    (('reverse', 'letters'), ('echo', 'thrice'))
+    """
+    words = re.findall(r"[a-z]+", instruction.lower())
+    if not words:
+        raise ValueError(f"instruction must hold at least one word, got {instruction!r}")
+    return words[0], next((w for w in words[1:] if w not in _NOT_NOUNS), None)
+
+
+STUDY_GENERATIONS = 256
+# The students of study 19_self_instruct, by training set: the seeds alone, or the seeds plus the generations
+# that pass every filter, or pass with one filter switched off (`refilter`'s options).
+STUDENTS = {"seeds": None, "filtered": {}, "no_novelty": {"novelty": False}, "no_correct": {"correctness": False}}
+
+
+@functools.cache
+def study_pool(seed: int = 0) -> SelfInstructResult:
+    """The generations study 19_self_instruct's students learn from: the shipped teacher, `seed_tasks`, one
+    shot, `STUDY_GENERATIONS` generations in batches of 32, seeded; the first 128 are those of notebook 19's
+    live run. Made on the CPU (about a minute), once per process."""
+    from .checkpoint import load_base
+    return self_instruct(load_base("teacher"), seed_tasks(seed=seed), n=STUDY_GENERATIONS, batch_size=32, seed=seed)
+
+
+def student_tasks(name: str, seed: int = 0) -> list[Instruction]:
+    """The training tasks of one student of `STUDENTS`."""
+    if name not in STUDENTS:
+        raise ValueError(f"name must be one of {list(STUDENTS)}, got {name!r}")
+    seeds = seed_tasks(seed=seed)
+    return seeds if STUDENTS[name] is None else seeds + refilter(study_pool(seed), **STUDENTS[name]).kept
+
+
+def student_task(name: str, seed: int = 0) -> dict[str, list]:
+    """One student's training set, with `instruct.instruct_task`'s val and test (held-out words): a study task."""
+    return {"train": to_examples(student_tasks(name, seed)),
+            **{s: v for s, v in instruct_task(seed).items() if s != "train"}}

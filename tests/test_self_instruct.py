@@ -152,17 +152,18 @@ def test_shipped_teacher_loads_with_its_hash_checked_and_matches_the_base_config
     check_tokenizers(teacher, load_base())
 
 
-def test_shipped_teacher_follows_trained_instructions_on_new_inputs():
-    from peftlab.checkpoint import load_base
-    from peftlab.instruct import evaluate, heldout_suite
-    # measured when shipped (8 per family): new inputs 57.4% (count 100%, uppercase 88%, repeat 75%,
-    # first_letters 75%, reverse and sort 0%); new phrasings 29.8% (repeat 75%, uppercase 75%)
-    teacher, suite = load_base("teacher"), heldout_suite(per_family=8)
-    scores = evaluate(teacher, suite["new inputs"])
-    assert scores["exact_match"] >= 0.45
-    assert min(scores["per_family"][f] for f in ("count", "uppercase", "repeat", "first_letters")) >= 0.5
-    # the copying families were learned from made-up words, so they apply to real words never trained on
-    assert evaluate(teacher, suite["new phrasings"])["exact_match"] >= 0.2
+def test_shipped_teacher_follows_trained_instructions_on_new_words():
+    from peftlab.checkpoint import load_base, manifest
+    from peftlab.evaluate import greedy_accuracy
+    from peftlab.instruct import instruct_sets
+    # measured by `python -m peftlab.teacher --measure` on 240 held-out records (words of 4 to 9 letters that no
+    # training set holds): 19.6% (count 77.5%, first_letters 27.5%, repeat 10%, uppercase 2.5%, reverse and sort
+    # 0%), against 2.9% for the constant answer per family; the old 100% on count came from 6-letter test words
+    teacher, test = load_base("teacher"), instruct_sets()["test"]
+    metrics = manifest("teacher")["metrics"]
+    count = [e for e in test if e.meta["family"] == "count"]
+    assert greedy_accuracy(teacher, count) == metrics["new_inputs_per_family"]["count"] >= 0.6
+    assert metrics["new_inputs_exact_match"] > 5 * metrics["constant_answer_exact_match"]
 
 
 def test_shipped_teacher_manifest_records_its_funnel():

@@ -38,232 +38,182 @@
 # What the short answer leaves out: "follows new instructions" has degrees. A new input to a trained instruction,
 # a new wording of a trained instruction, a new task, and a question about knowledge the model has but never saw
 # in instruction form are four different generalisations. We measure all four on peftlab's 3.3M-parameter byte-level
-# base model, far below the scale where FLAN saw transfer to unseen tasks.
+# base model, far below the scale where FLAN saw transfer to unseen tasks, and we make "new" mean new: every
+# held-out input is made of words that no training set of peftlab contains, and every held-out wording is far from
+# every trained one (ROUGE-L at most 0.2, measured below).
 
 # %%
-import copy
+import collections
 import torch
 import matplotlib.pyplot as plt
-from peftlab import load_base, lora, count_parameters, scale
-from peftlab import instruct
-from peftlab.checkpoint import manifest
-from peftlab.instruct import DEFAULT_TEMPLATE, evaluate, fixed_width_batches, to_examples
-from peftlab.train import train
+from peftlab import instruct, load_base, scale, studies
+from peftlab.evaluate import greedy_accuracy
+from peftlab.instruct import NEW_WORDINGS, PARAPHRASES, TRAINED_PHRASINGS, instruct_sets, nearest_trained, respond
 from peftlab.explore.instruct import InstructionExplorer
-from peftlab.explore.report import table, claim_check, better_by_both
+from peftlab.explore.report import table
+from peftlab.explore.studies import claim_table, combo_table, describe, final_table, plot_bands, plot_live, plot_sweep
 
 torch.manual_seed(0)
-GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
-device = "cuda" if GPU else "cpu"
-# CPU: under a minute on 2 cores; GPU: long enough for the rule families to be learned
-STEPS, BATCH, LR, PER_FAMILY = (1500, 32, 1e-3, 16) if GPU else (60, 8, 2e-3, 3)
-WARMUP, LORA_LR = 6, 5e-3  # linear warm-up, then cosine decay
+device = scale.device()  # PEFTLAB_SCALE=gpu opts in; unset: CPU, on any machine
 base = load_base(device=device)
-
-records = instruct.training_records()
-suite = instruct.heldout_suite(per_family=PER_FAMILY)
-print(f"{len(records)} training records;", {k: len(v) for k, v in suite.items()}, "held-out records")
-for name, recs in suite.items():
-    r = recs[0]
-    print(f"{name:15s} {r.instruction!r:45} {r.input!r:28} -> {r.output!r}")
+sets = instruct_sets()
+print({name: len(examples) for name, examples in sets.items()}, "examples")
+for name in ("test", "wordings", "families", "facts"):
+    e = sets[name][0]
+    print(f"{name:9s} {e.prompt.splitlines()[:2]} -> {e.response!r}")
 
 # %% [markdown]
-# One training example, as the model sees it; `|` marks where the loss starts when it is on the response only.
+# One training example, as the model sees it; `|` marks where the loss starts when it is on the response only. The
+# response ends with a terminator (a newline, then the EOS token) that generation stops at.
 
 # %%
-ex = to_examples(records[:1])[0]
+ex = sets["train"][0]
 print(ex.prompt + "|" + ex.response, end="")
 
 # %% [markdown]
+# ## How new is "new"?
+#
+# The live recipe trains six rule families on 40 words (`data.WORDS`) and fact questions about 60 people. A model
+# that has seen "Reverse the letters of the word." with *lantern* 20 times can answer it from memory. So the
+# held-out inputs here are made of 50 other real words (`instruct.HELDOUT_WORDS`: 10 for validation, 40 for test),
+# none in any training set of peftlab, the teacher's included, with 4 to 9 letters in near-equal numbers, so that no
+# constant answer gets far ("6" answers 7 of the 40 `count` inputs). And a held-out *wording* is only new if it is
+# far from every trained one: ROUGE-L to the nearest wording any peftlab model trains on, for the paraphrases
+# notebook 09 used before and for the new wordings the study uses.
+
+# %%
+display(table([(family, TRAINED_PHRASINGS[family], PARAPHRASES[family], f"{nearest_trained(PARAPHRASES[family]):.2f}",
+                 NEW_WORDINGS[family], f"{nearest_trained(NEW_WORDINGS[family]):.2f}") for family in NEW_WORDINGS],
+              ["family", "trained wording", "old paraphrase", "ROUGE-L to nearest trained",
+               "new wording (study)", "ROUGE-L to nearest trained"]))
+lengths = collections.Counter(len(w) for w in instruct.TEST_WORDS)
+print("letters per test word:", dict(sorted(lengths.items())), f"(the most common length covers "
+      f"{max(lengths.values())} of {len(instruct.TEST_WORDS)})")
+
+# %% [markdown]
+# Three of the old paraphrases were near copies ("Say the word three times." against the trained "Repeat the word
+# three times.": 0.80); a model that follows them may only be matching words. The new wordings share at most one
+# word with any trained wording.
+#
 # ## The base model only continues text
 #
-# The base model was pre-trained on statements and short stories; it has never seen this template.
+# The base model was pre-trained on statements and short stories; it has never seen this template. Besides exact
+# match, the study scores the *format*: whether the answer has its family's form (digits for `count`, capitals for
+# `uppercase`, three words for `repeat`, one of the world's values for a fact...) and then stops at the terminator,
+# right or wrong (`instruct.well_formed`).
 
 # %%
-def held_out(model):
-    return {name: evaluate(model, recs) for name, recs in suite.items()}
+def request(e):
+    """(instruction, input) of a held-out example, read back from its prompt."""
+    instruction, given = e.prompt.splitlines()[:2]
+    return instruction.removeprefix("Instruction: "), given.removeprefix("Input: ")
 
-results = {"base": held_out(base)}
-for r, p in list(zip(suite["new inputs"], results["base"]["new inputs"]["predictions"]))[:3]:
-    print(f"{r.instruction} {r.input!r} -> base says {p!r}")
+shown = sets["test"][::40]  # one per family
+for e, answer in zip(shown, respond(base, [request(e) for e in shown])):
+    print(f"{request(e)[0]:36} {request(e)[1]!r:40} -> base says {answer!r} (rule: {e.response.strip()!r})")
+print("well formed:", instruct.well_formed("count", "7\n"), instruct.well_formed("count", "7 letters\n"),
+      instruct.well_formed("count", "7"))
 
 # %% [markdown]
-# ## Instruction tuning, loss on the response only
+# ## The study: four ways to instruction-tune, five seeds each
 #
-# Full fine-tuning on the training records. Batches are padded to fixed widths (`fixed_width_batches`): on a CPU
-# every new tensor shape stalls the first step that meets it, and padding carries no loss.
+# Declared in `peftlab/studies/instruction_tuning.py` and run once by `python -m peftlab.studies run 09_instruct`
+# (the results ship with peftlab). Every method trains 300 steps at batch 16 (about seven passes over the live
+# recipe's 692 records) at its own best learning rate, swept over three rates for 100 steps and chosen on the
+# validation answer loss (78 records on the 10 validation words); five seeds at that rate. The test sets: 240 new
+# inputs (40 per family on the 40 test words), the same 240 in the new wordings, 200 records of five new families,
+# and the 192 fact questions about the 48 Q/A test people.
+#
+# - **full**: full fine-tuning, loss on the response;
+# - **full_all**: the same with the loss on every token, prompt included (the masking ablation: nothing else changes);
+# - **lora**: LoRA r = 8 on every linear layer, loss on the response;
+# - **more_data**: full fine-tuning on the teacher's data (`teacher.teacher_task`: 5,612 records, 70% of the added
+#   inputs made-up words such as "dotavi", three wordings per family) for the *same* 300 steps: more and more varied
+#   data at equal compute;
+# - **untuned**: the base model itself, measured on every set.
 
 # %%
-def tune(model, loss_on="response", lr=LR):
-    batches = fixed_width_batches(to_examples(records), BATCH, loss_on=loss_on, seed=0)
-    return train(model, batches, steps=STEPS, lr=lr, warmup_steps=WARMUP, schedule="cosine", seed=0, progress=False)
-
-tuned = copy.deepcopy(base)
-hist = tune(tuned)
-print(f"{STEPS} steps, batch {BATCH}: loss {hist.loss[0]:.3f} -> {hist.loss[-1]:.3f} in {hist.wall_time:.1f} s")
-results["full FT, loss on response"] = held_out(tuned)
-for r, p in list(zip(suite["new inputs"], results["full FT, loss on response"]["new inputs"]["predictions"]))[:6]:
-    print(f"{r.instruction} {r.input!r} -> tuned says {p!r} (rule: {r.output!r})")
+results = studies.load_results("09_instruct")  # refuses a file whose config or base model differ from today's
+print(describe(results))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+plot_sweep(ax1, results)
+plot_bands(ax2, results)
+ax2.set_yscale("log")
+plt.tight_layout()
+plt.show()
+display(final_table(results))
+display(combo_table(results))
 
 # %% [markdown]
-# ## The ablation: loss on the whole sequence
+# ⟨STUDY⟩
 #
-# Same model, steps, learning rate, batches and seed; only the labels change: the prompt tokens carry loss too.
+# ## A live run, checked against the study
+#
+# One point of the study, trained here by the study's own code: "full", seed 0, at the chosen rate, for the first
+# 50 steps. Its test answer loss must land inside the band where one more seed's run is expected (the study's 95%
+# prediction interval at step 50). Its numbers vary a little from machine to machine, so nbval does not compare them.
 
 # %%
-tuned_all = copy.deepcopy(base)
-hist_all = tune(tuned_all, loss_on="all")
-print(f"loss on all tokens: {hist_all.loss[0]:.3f} -> {hist_all.loss[-1]:.3f} (not comparable to the response-only loss)")
-results["full FT, loss on all"] = held_out(tuned_all)
+LIVE_STEPS = 50
+tuned, live = studies.live_run(results, "full", LIVE_STEPS, base, seed=0)  # the study's own training code
+per_family = collections.defaultdict(list)
+for e in sets["test"]:
+    per_family[e.meta["family"]].append(e)
+
+# %% tags=["nbval-ignore-output"]
+fig, ax = plt.subplots(figsize=(6, 3.4))
+plot_live(ax, results, "full", LIVE_STEPS, live)
+ax.set_yscale("log")
+plt.show()
+print(f"live run: {LIVE_STEPS} steps at lr {results['runs']['full']['lr']:g}, test answer loss {live:.3f}")
+display(table([(f, f"{greedy_accuracy(tuned, ex):.0%}", f"{instruct.format_rate(tuned, ex):.0%}")
+               for f, ex in sorted(per_family.items())],
+              ["family (40 new inputs each)", f"exact match after {LIVE_STEPS} steps", "well formed"]))
+for e, answer in zip(shown, respond(tuned, [request(e) for e in shown])):
+    print(f"{request(e)[0]:36} {request(e)[1]!r:40} -> tuned says {answer!r} (rule: {e.response.strip()!r})")
+
+# %%
+print(studies.require_inside(results, "full", LIVE_STEPS, live))
 
 # %% [markdown]
-# ## LoRA instead of full fine-tuning
+# ⟨LIVE⟩
 #
-# Rank 8 on every linear layer, the base frozen; a higher learning rate, as is usual for LoRA.
+# ## The shipped teacher: the same data, fifteen times the training
+#
+# The *teacher* of notebook 19 is the base model trained on the teacher's data (more_data's) for 4,500 steps at
+# batch 8, 36,000 examples against the study's 4,800, with task-writing examples besides (`python -m peftlab.teacher
+# --train`). It is context, not a claim: one model, one seed, another budget. Scored on the study's sets:
 
 # %%
-tuned_lora = lora.add(copy.deepcopy(base), r=8, alpha=16, targets="all-linear")
-n = count_parameters(tuned_lora)
-print(f"LoRA trains {n.trainable:,} of {n.total:,} parameters ({n.trainable / n.total:.1%})")
-tune(tuned_lora, lr=LORA_LR)
-results["LoRA r=8"] = held_out(tuned_lora)
-
-# %% [markdown]
-# ## The same base, instruction-tuned on more and more varied data
-#
-# A minute of CPU is a few passes over the data at most. For reference, the *teacher* of notebook 19 is the same
-# base model instruction-tuned far longer on many more records: the same instructions plus a few extra wordings,
-# with the words of most inputs *made up* (`pseudo_words()` such as "dotavi", "sinawe"), and the same tasks in a
-# task-writing format.
-# With only 40 real words a model can memorise the answer for each word; with thousands of made-up ones it has
-# to learn the operation. It ships with peftlab; it was made once by
-# `python -m peftlab.teacher --train`. It never saw the held-out inputs, the new phrasings of
-# PARAPHRASES, the new families, or the held-out people's facts.
-
-# %%
-from peftlab.teacher import teacher_tasks
-
 teacher = load_base("teacher", device=device)
-made = manifest("teacher")["teacher"]
-print(f"shipped teacher: {made['steps']} steps, batch {made['batch_size']}, lr {made['lr']}, on {made['data']}")
-print(f"records: {len(teacher_tasks(made['seed'], made['per_family'], made['pseudo'])):,} vs {len(records):,} live; "
-      f"examples seen: {made['steps'] * made['batch_size']:,} vs {STEPS * BATCH:,} live")
-results["more data (shipped teacher)"] = held_out(teacher)
+display(table([(name, f"{greedy_accuracy(teacher, sets[name]):.1%}") for name in ("test", "wordings", "families")],
+              ["set (the study's test sets)", "shipped teacher, exact match"]))
 
 # %% [markdown]
-# ## Measure: exact match and response loss on the four held-out sets
-
-# %%
-rows = []
-for model_name, res in results.items():
-    rows.append((model_name, *(f"{res[s]['exact_match']:.1%} / {res[s]['loss']:.3f}" for s in suite)))
-display(table(rows, ["model (exact match / response loss)", *suite]))
-
-# %%
-families = sorted({f for s in suite for f in results["base"][s]["per_family"]})
-per_family = [(s, f, *(f"{results[m][s]['per_family'][f]:.0%}" for m in results))
-              for s in suite for f in results["base"][s]["per_family"]]
-display(table(per_family, ["held-out set", "family", *results]))
-
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-width = 0.8 / len(results)
-for i, (model_name, res) in enumerate(results.items()):
-    xs = [j + i * width for j in range(len(suite))]
-    axes[0].bar(xs, [res[s]["exact_match"] for s in suite], width, label=model_name)
-    axes[1].bar(xs, [res[s]["loss"] for s in suite], width, label=model_name)
-for ax, label in zip(axes, ["exact match", "loss on response tokens (nats)"]):
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(suite))])
-    ax.set_xticklabels(list(suite), fontsize=8)
-    ax.set_ylabel(label)
-axes[1].set_yscale("log")
-axes[0].legend(fontsize=7)
-plt.tight_layout(); plt.show()
-
-# %% [markdown]
-# Read the table by rows and columns:
+# ⟨TEACHER⟩
 #
-# - **base**: no exact matches and a response loss far above the tuned models': it continues the text in the
-#   style of its pre-training corpus instead of answering.
-# - **new inputs** (trained instruction, unseen input) is where tuning pays first; which families reach exact matches
-#   within the CPU budget is in the per-family table (families whose answer is short, like `count`, come first).
-# - **new phrasings** and **new families** stay at or near zero exact matches for the live runs even where new
-#   inputs are answered: the response loss drops (the model learned the format and the style of answers), but a
-#   minute of tuning does not map an unseen wording to a known operation, let alone compose a new operation.
-# - **held-out facts**: the answers are in the base model (notebook 10), and the format is learned, but in this
-#   budget the fact questions are a sixth of a mixed training set; compare notebook 10, where a Q/A-only set
-#   transfers to held-out people.
-# - **more data (shipped teacher)**: trained on made-up words as well as real ones, it had to learn operations,
-#   not a table of answers, and it answers held-out inputs of the families that copy letters (the per-family table
-#   shows which: reversal and sorting stay out of reach at this size). It is also the one model here that follows
-#   *new wordings* of trained instructions ("Say the word three times."), yet new families stay at zero: it maps
-#   an unseen wording onto an operation it knows; it does not invent a new operation.
-#
-# Loss masking: compare the two full fine-tuning rows (printed below). Masking the prompt is the usual choice,
-# but it is a choice with evidence on both sides: Shi et al. 2024 ("Instruction Tuning With Loss Over
-# Instructions", arXiv 2405.14394) found that keeping the loss on the instruction helps when the responses are
-# short and the training set small, which is our case. The whole-sequence run also learns the template and the
-# input words, and those gradients are not wasted on a model this small.
-
-# %%
-def mean_em(res, sets=("new inputs",)):
-    return sum(res[s]["exact_match"] for s in sets) / len(sets)
-
-full, full_all, lora_res, base_res = (results[k] for k in
-                                      ["full FT, loss on response", "full FT, loss on all", "LoRA r=8", "base"])
-print(f"new inputs, exact match: response-only {full['new inputs']['exact_match']:.1%}, "
-      f"whole sequence {full_all['new inputs']['exact_match']:.1%}, LoRA {lora_res['new inputs']['exact_match']:.1%}")
-print(f"new inputs, response loss: response-only {full['new inputs']['loss']:.3f}, "
-      f"whole sequence {full_all['new inputs']['loss']:.3f}, LoRA {lora_res['new inputs']['loss']:.3f}")
-teacher_res = results["more data (shipped teacher)"]
-for s in ("new phrasings", "new families"):
-    print(f"{s}, exact match: base {base_res[s]['exact_match']:.1%}, live full FT {full[s]['exact_match']:.1%}, "
-          f"shipped teacher {teacher_res[s]['exact_match']:.1%}")
-
-# %% [markdown]
 # ## Claim check
+#
+# The study's claims, each with the margin declared before the run: a difference of the means over five seeds with
+# its 95% Welch interval; against the untuned model, whose value is the same in every seed, the interval is the
+# tuned runs' own. The verdict is what `peftlab.evidence.compare` reads off it.
 
 # %%
-masking_verdict = better_by_both(full["new inputs"], full_all["new inputs"], "masking")
-display(claim_check([
-    ("instruction tuning teaches the format: the base only continues text",
-     "FLAN; LIMA (notebook 10)",
-     f"response loss on new inputs {base_res['new inputs']['loss']:.2f} → {full['new inputs']['loss']:.2f}",
-     full["new inputs"]["loss"] < base_res["new inputs"]["loss"] / 2),
-    ("an instruction-tuned model follows unseen wordings of known instructions",
-     "FLAN: instruction templates vary the wording of each task",
-     f"new phrasings: base {base_res['new phrasings']['exact_match']:.0%} → teacher "
-     f"{teacher_res['new phrasings']['exact_match']:.0%} "
-     f"(live, {STEPS} steps: {full['new phrasings']['exact_match']:.0%})",
-     teacher_res["new phrasings"]["exact_match"] > max(0.1, base_res["new phrasings"]["exact_match"])),
-    ("an instruction-tuned model follows unseen tasks",
-     "FLAN 137B beats zero-shot GPT-3 175B on 20 of 25 held-out datasets; hurts at <= 8B",
-     f"3.3M model, new families: base {base_res['new families']['exact_match']:.0%} → teacher "
-     f"{teacher_res['new families']['exact_match']:.0%}",
-     "holds only at scale" if teacher_res["new families"]["exact_match"] <= 0.1 else
-     teacher_res["new families"]["exact_match"] > base_res["new families"]["exact_match"]),
-    ("loss on response tokens only is better",
-     "standard practice (FLAN, Alpaca); an ablation, not a law",
-     f"new-input exact match {full['new inputs']['exact_match']:.0%} vs {full_all['new inputs']['exact_match']:.0%}, "
-     f"response loss {full['new inputs']['loss']:.3f} vs {full_all['new inputs']['loss']:.3f}", masking_verdict),
-    ("more instruction data teaches more (same base)",
-     "FLAN: more tasks and templates help; LIMA: quality over quantity",
-     f"new-input exact match: {full['new inputs']['exact_match']:.0%} (live, {STEPS} steps) vs "
-     f"{teacher_res['new inputs']['exact_match']:.0%} (teacher)",
-     teacher_res["new inputs"]["exact_match"] > full["new inputs"]["exact_match"]),
-]))
+display(claim_table(results))
 
 # %% [markdown]
+# ⟨CLAIMS⟩
+#
 # Not measured here, with one base size: InstructGPT's 1.3B model (supervised fine-tuning plus RLHF) was preferred
 # by labellers over GPT-3 175B (Ouyang et al. 2022).
 
 # %% [markdown]
-# ## Explore: ask both models
+# ## Explore: ask the models
 #
-# Type an instruction and an input, and compare the base model with the instruction-tuned one. Try a trained
-# instruction with a new word, the same instruction in other words ("Spell the word backwards."), and a new task
-# ("Write the last letter of each word."). Where the instruction is one of peftlab's families word for word, the
-# rule's answer is shown too.
+# Type an instruction and an input, and compare the base model, the live instruction-tuned one and the teacher. Try
+# a trained instruction with a held-out word ("Reverse the letters of the word." with *kettle*), a new wording
+# ("Spell it backwards."), and a new task ("Write the last letter of each word."). Where the instruction is one of
+# peftlab's families word for word, the rule's answer is shown too.
 
 # %% [markdown]
 # ![The explorer below as it first appears, at its default settings](figures/09_explorer.png)
@@ -272,26 +222,12 @@ display(claim_check([
 # the cell for the live one.*
 
 # %% tags=["explorer", "nbval-ignore-output"]
-InstructionExplorer({"base": base, "instruction-tuned": tuned, "LoRA": tuned_lora,
-                              "more data (teacher)": teacher}).show()
+InstructionExplorer({"base": base, "instruction-tuned (live)": tuned, "teacher": teacher}).show()
 
 # %% [markdown]
 # ## Takeaways for the interview
 #
-# - Instruction tuning is supervised fine-tuning on (instruction, input, response) records in one template; the same
-#   template must be used at generation time, and the response ends with a terminator the generator stops at.
-# - The loss usually sits on the response only; measured here against the whole-sequence loss with everything else
-#   equal (table above). It is an ablation to run, not a law: with short answers and little data, loss on the
-#   prompt as well can help (Shi et al. 2024).
-# - What transfers at 3.3M parameters: the format at once; new inputs to trained instructions once the inputs
-#   are varied enough that memorising them is no option (made-up words); and, with that, some new wordings of
-#   trained instructions. What does not: new tasks. FLAN (2021, 62 tasks) found no transfer to unseen tasks at
-#   8B parameters and below, but Flan-T5 (2022, 1,836 tasks) found gains from 80M up: following truly new
-#   instructions depends on instruction diversity as well as scale, and our handful of task families is far from
-#   either.
-# - LoRA at rank 8 trains 4.5% of the parameters and, at this notebook's budget, does *not* reach full fine-tuning's
-#   behaviour: 0% exact match on new inputs against about 11%, and a higher response loss (the printout above).
-#   Whether it catches up when both are trained to a plateau, each at its own best rate, is not measured here.
+# ⟨TAKEAWAYS⟩
 #
 # **Follow-up questions to expect**
 # - *How many instructions and tasks do you need?* FLAN: more task clusters help held-out tasks; LIMA: 1,000 well-chosen

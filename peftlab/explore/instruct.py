@@ -9,7 +9,8 @@ import ipywidgets as W
 import torch
 from IPython.display import display
 
-from ..instruct import DEFAULT_TEMPLATE, NEW_FAMILIES, PARAPHRASES, RULES, TRAINED_PHRASINGS, Template, respond
+from ..instruct import (DEFAULT_TEMPLATE, NEW_FAMILIES, NEW_WORDINGS, PARAPHRASES, RULES, TRAINED_PHRASINGS, Template,
+                        respond)
 
 
 class InstructionExplorer:
@@ -37,7 +38,8 @@ class InstructionExplorer:
         """Each model's answer, the exact prompt, and the rule's answer where a trained or new
         family's instruction is typed word for word (None otherwise)."""
         prompt = self.template.prompt(instruction, input)  # raises on an empty instruction
-        family = {v: k for d in (TRAINED_PHRASINGS, PARAPHRASES, NEW_FAMILIES) for k, v in d.items()}.get(instruction)
+        family = {v: k for d in (TRAINED_PHRASINGS, PARAPHRASES, NEW_WORDINGS, NEW_FAMILIES)
+                  for k, v in d.items()}.get(instruction)
         rule = RULES[family](input) if family in RULES and input else None
         answers = {name: respond(m, [(instruction, input)], self.template, self.max_new_tokens)[0]
                    for name, m in self.models.items()}

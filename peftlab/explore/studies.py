@@ -15,12 +15,16 @@ FORMATS = {"answer_loss": {"unit": "nats"}, "exact_match": {"scale": 100, "unit"
            "rc_loss": {"unit": "nats"}, "fact_rank": {"scale": 100, "unit": "points"},
            "fact_match": {"scale": 100, "unit": "points"}, "stranger_match": {"scale": 100, "unit": "points"},
            "sql_loss": {"unit": "nats"}, "python_loss": {"unit": "nats"}, "pair_loss": {"unit": "nats"},
-           "python_match": {"scale": 100, "unit": "points"}}
+           "python_match": {"scale": 100, "unit": "points"}, "format_ok": {"scale": 100, "unit": "points"},
+           "wording_match": {"scale": 100, "unit": "points"}, "family_match": {"scale": 100, "unit": "points"},
+           "facts_match": {"scale": 100, "unit": "points"}}
 LABELS = {"answer_loss": "answer loss (nats)", "exact_match": "exact match", "loss": "loss (nats per byte)",
           "rc_loss": "reverse-complement loss (nats)", "fact_rank": "facts ranked first",
           "fact_match": "facts completed (greedy)", "stranger_match": "strangers' questions answered",
           "sql_loss": "SQL answer loss (nats)", "python_loss": "Python answer loss (nats)",
-          "pair_loss": "mean of the SQL and Python losses (nats)", "python_match": "Python answers exactly right"}
+          "pair_loss": "mean of the SQL and Python losses (nats)", "python_match": "Python answers exactly right",
+          "format_ok": "answers in their family's form", "wording_match": "exact match, new wordings",
+          "family_match": "exact match, new tasks", "facts_match": "exact match, held-out facts"}
 
 
 def describe(results: dict) -> str:

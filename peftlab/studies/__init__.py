@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__, adapters, data, instruct, methods, multitask, teacher
+from .. import __version__, adapters, data, instruct, methods, multitask, self_instruct, teacher
 from ..checkpoint import CHECKPOINT_DIR, load_base, manifest
 from ..checks import int_at_least, positive_int, positive_number
 from ..evaluate import evaluate_loss, greedy_accuracy, ranking_accuracy
@@ -69,12 +69,14 @@ RESULTS_DIR = Path(__file__).parent / "results"
 # peftlab/studies/<module>.py, each defining STUDY, imported on demand; a declared study joins once it has run
 STUDY_MODULES = ("full_forgetting", "finetune_data", "instruction_tuning", "combine_adapters", "adapter_fusion",
                  "lora_init", "peft_methods", "qlora_vs_lora", "prompt_tuning", "prefix_tuning", "learn_forget",
-                 "lora_rank", "ptuning_encoders", "full_vs_lora")
-# A study's task by name: the tasks of peftlab.data, and the instruction tasks of notebook 09 (the live recipe's
-# records, and the teacher's larger set, both held out on new words: `instruct.instruct_sets`)
+                 "self_instruct_students", "lora_rank", "ptuning_encoders", "full_vs_lora")
+# A study's task by name: the tasks of peftlab.data, the instruction tasks of notebook 09 (the live recipe's
+# records, and the teacher's larger set) and the self-instruct students' sets of notebook 19 (`si_<student>`),
+# all held out on the same new words (`instruct.instruct_sets`)
 TASKS = {**{name: getattr(data, name) for name in ("qa_task", "sql_task", "python_task", "dna_task", "sql_python_task",
                                                      "qa_sql_python_task")},
-         "instruct_task": instruct.instruct_task, "teacher_task": teacher.teacher_task}
+         "instruct_task": instruct.instruct_task, "teacher_task": teacher.teacher_task,
+         **{f"si_{name}": functools.partial(self_instruct.student_task, name) for name in self_instruct.STUDENTS}}
 # A method named FUSION is AdapterFusion's stage 2 (Pfeiffer et al. 2021): per seed, the adapters that seed's
 # final runs of `Method.sources` trained (stage 1) are gathered into one model (`adapters.gather`) and frozen,
 # and a fusion layer over them (`adapters.add_fusion`) trains on the method's task.
