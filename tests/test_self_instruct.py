@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -180,3 +182,40 @@ def test_greedy_output_replaces_only_the_sampled_answer():
     out = answer_greedily(teacher, "Write a new task.\nTask:", sampled)
     assert out == [" Write the word in reverse.\nInput: tiger\nOutput: regit\n", " no output line"]
     assert teacher.calls == 1
+
+
+def test_each_filter_can_be_switched_off_on_its_own():
+    pool = list(SEEDS)
+    near = Instruction("reverse", "Reverse the letters of a word.", "tiger", "regit")  # a near-duplicate
+    wrong = Instruction("reverse", "Write the word in reverse.", "tiger", "tiger")  # novel, wrong output
+    assert judge(near, pool)[1].startswith("near-duplicate")
+    assert judge(near, pool, novelty=False) == ("correct", "kept")
+    assert judge(wrong, pool)[0] == "novel"
+    assert judge(wrong, pool, correctness=False) == ("correct", "kept")
+    assert judge(near, pool, correctness=False)[1].startswith("near-duplicate")  # the other filter still works
+    assert judge(None, pool, novelty=False, correctness=False)[1].startswith("malformed")  # form is always checked
+
+
+def test_seed_tasks_vary_their_inputs_and_diversity_measures():
+    from peftlab.self_instruct import nearest_seed, verb_noun
+    for family in {t.family for t in SEEDS}:
+        inputs = [t.input for t in SEEDS if t.family == family]
+        assert len(inputs) == 3 and len({len(x) for x in inputs}) == 3, family
+    assert nearest_seed(SEEDS[:2], SEEDS) == [1.0, 1.0]
+    assert verb_noun("Sort the words in alphabetical order.") == ("sort", "words")
+    assert verb_noun("Write the text in capital letters.") == ("write", "text")
+    with pytest.raises(ValueError, match="instruction must hold at least one word"):
+        verb_noun("...")
+
+
+def test_study_pool_is_the_live_run_extended_and_gives_the_declared_sets():
+    from peftlab.checkpoint import load_base
+    from peftlab.self_instruct import STUDENTS, student_tasks, study_pool
+    from peftlab.studies import self_instruct_students as study
+    live = self_instruct(load_base("teacher"), SEEDS, n=128, batch_size=32, seed=0)  # notebook 19's run
+    assert [g.text for g in live.generations] == [g.text for g in study_pool().generations[:128]]
+    sizes = {name: len(student_tasks(name)) for name in STUDENTS}
+    assert sizes == study.SIZES  # the study's steps are 30 epochs of these
+    assert [m.steps for m in study.STUDY.methods] == [math.ceil(study.EPOCHS * n / study.BATCH) for n in sizes.values()]
+    with pytest.raises(ValueError, match="name must be one of"):
+        student_tasks("everything")
