@@ -134,8 +134,8 @@ def test_every_notebook_runs_whole_and_pictures_its_explorer():
 # Issue 13's notebooks once their studies ship: every verdict comes from `compare` (the study's claim table) or
 # `evidence.exact`, never a literal, a comparison against a threshold, or a bare boolean. Add a notebook when its
 # study lands.
-ON_STUDIES = ("01_full_fine_tuning", "03_lora", "10_pretraining_vs_finetuning_data", "12_combining_lora_adapters",
-              "13_adapter_fusion")
+ON_STUDIES = ("01_full_fine_tuning", "03_lora", "09_instruction_tuning", "10_pretraining_vs_finetuning_data",
+              "12_combining_lora_adapters", "13_adapter_fusion", "19_self_instruct")
 
 
 @pytest.mark.parametrize("name", ON_STUDIES)

@@ -22,31 +22,35 @@
 # subsequence: $R = \mathrm{LCS}/m$, $P = \mathrm{LCS}/n$, $F = 2RP/(R+P)$. It rewards shared words *in the same
 # order*, not just shared words.
 #
-# Here, at peftlab's scale: 21 seed tasks (three per family), a *teacher* that is the base model instruction-tuned
-# far longer on far more data than any student sees (thousands of tasks, most inputs made-up words so that the
-# operations have to be learned rather than memorised, several wordings, and the same tasks in a task-writing
-# format), and a *student* that starts from the base. The teacher ships with peftlab like
-# the base model: it was trained once, with fixed seeds, by `python -m peftlab.teacher --train`, and
-# `load_base("teacher")` checks its hash. The filters are the paper's (well-formed, novel by ROUGE-L), plus one it
-# could not have: a correctness check, because every family here has a rule that computes the right output.
+# Here, at peftlab's scale: 21 seed tasks (three per family, inputs of three different lengths, so the three `count`
+# seeds do not share one answer), a *teacher* that is the base model instruction-tuned far longer on far more data
+# than any student sees (thousands of tasks, most inputs made-up words so that the operations have to be learned
+# rather than memorised, several wordings, and the same tasks in a task-writing format), and *students* that start
+# from the base. The teacher ships with peftlab like the base model: it was trained once, with fixed seeds, by
+# `python -m peftlab.teacher --train`, and `load_base("teacher")` checks its hash. The filters are the paper's
+# (well-formed, novel by ROUGE-L), plus one it could not have: a correctness check, because every family here has
+# a rule that computes the right output. Every student is tested on 240 records made of real words no training set
+# holds, 4 to 9 letters long, so no constant answer scores.
 
 # %%
 import collections
 import torch
 import matplotlib.pyplot as plt
-from peftlab import load_base, rouge, scale
+from peftlab import load_base, rouge, scale, studies
 from peftlab import self_instruct as si
 from peftlab.checkpoint import manifest
-from peftlab.instruct import evaluate, heldout_suite
-from peftlab.explore.report import table, claim_check, better_by_both
+from peftlab.evaluate import greedy_accuracy
+from peftlab.instruct import constant_accuracy, instruct_sets, to_examples
+from peftlab.teacher import teacher_tasks
+from peftlab.explore.report import table
 from peftlab.explore.self_instruct import FunnelExplorer, plot_funnel
+from peftlab.explore.studies import claim_table, describe, final_table, plot_bands, plot_live, plot_sweep
 
 torch.manual_seed(0)
-GPU = scale.gpu()  # PEFTLAB_SCALE=gpu opts in to the larger setting; unset: CPU, on any machine
-device = "cuda" if GPU else "cpu"
-# CPU: under a minute on 2 cores; GPU: more generations, longer-trained students, a larger held-out set
-N_GENERATIONS, STUDENT_STEPS, STUDENT_LR, PER_FAMILY = (512, 400, 1e-3, 16) if GPU else (128, 60, 2e-3, 8)
+device = scale.device()  # PEFTLAB_SCALE=gpu opts in; unset: CPU, on any machine
+N_GENERATIONS = 128  # the first half of the study's pool (`si.study_pool`: 256, the same seed)
 base = load_base(device=device)
+test = instruct_sets()["test"]  # 240 records, 40 per family, on 40 held-out words
 
 # %% [markdown]
 # ## ROUGE-L by hand, checked against peftlab
@@ -72,26 +76,33 @@ print(f"'Reverse the letters of a word.' vs {a!r}: ROUGE-L {rouge.rouge_l(a, 'Re
 
 # %%
 seeds = si.seed_tasks()
-print(f"{len(seeds)} seed tasks, e.g.")
+print(f"{len(seeds)} seed tasks; the count seeds:", [(t.input, t.output) for t in seeds if t.family == "count"])
 print(si.format_task(seeds[0]) + si.format_task(seeds[-1]), end="")
 teacher = load_base("teacher", device=device)  # shipped; the hash is checked on load
 made = manifest("teacher")["teacher"]
 print(f"teacher: the base + {made['steps']} steps (batch {made['batch_size']}, lr {made['lr']}, {made['schedule']}, "
       f"seed {made['seed']}) on {made['data']}")
-print(f"rebuilt by `{manifest('teacher')['command']}` in {made['wall_time_s']:.0f} s on a "
-      f"{made['threads']}-thread CPU; the students below see {len(seeds)} seeds plus what the teacher writes")
 
 # %% [markdown]
-# How good is the teacher at the tasks it will write? Held-out inputs of the trained instructions (words no model
-# trained on for that family), in the instruction template:
+# How good is the teacher at the tasks it will write? The 240 held-out records, scored per family, next to the
+# best *constant* answer per family (the most common answer in the teacher's own training data): a model that
+# always says "6" for `count` gets exactly what that column says.
 
 # %%
-heldout = heldout_suite(per_family=PER_FAMILY)["new inputs"]
-teacher_score = evaluate(teacher, heldout)
-display(table([(f, f"{v:.0%}") for f, v in teacher_score["per_family"].items()] +
-              [("all", f"{teacher_score['exact_match']:.1%}")], ["family", "teacher exact match"]))
+by_family = collections.defaultdict(list)
+for e in test:
+    by_family[e.meta["family"]].append(e)
+teacher_data = to_examples(teacher_tasks())
+teacher_score = {f: greedy_accuracy(teacher, ex) for f, ex in sorted(by_family.items())}
+display(table([(f, f"{v:.1%}", f"{constant_accuracy(teacher_data, by_family[f]):.1%}") for f, v in teacher_score.items()]
+              + [("all 240", f"{greedy_accuracy(teacher, test):.1%}", f"{constant_accuracy(teacher_data, test):.1%}")],
+              ["family (40 held-out words each)", "teacher exact match", "constant answer"]))
 
 # %% [markdown]
+# ⟨TEACHER⟩
+#
+# ## Generate and filter
+#
 # The teacher is shown one seed task after the header "Write a new task." and writes the next one (with
 # `shots=2` or more, one shot is drawn from the generated tasks kept so far, as in the paper; one shot keeps the
 # prompt short for our context of 256 bytes). Each batch of generations shares a prompt and samples the instruction
@@ -104,12 +115,8 @@ result = si.self_instruct(teacher, seeds, n=N_GENERATIONS, batch_size=32, temper
 funnel = result.funnel()
 display(table([(stage, count, f"{count / funnel['generated']:.0%}") for stage, count in funnel.items()],
               ["stage", "generations", "of generated"]))
-
-# %%
 reasons = collections.Counter(g.verdict.split(" (")[0].split(":")[0].split(" of ")[0] for g in result.generations)
 display(table(sorted(reasons.items(), key=lambda kv: -kv[1]), ["verdict", "count"]))
-families = collections.Counter(t.family for t in result.kept)
-print(f"kept (verified correct): {len(result.kept)} of {funnel['generated']};", "by family:", dict(sorted(families.items())))
 
 # %% [markdown]
 # ### Kept and rejected, with the reason
@@ -130,94 +137,114 @@ for key, gens in shown.items():
 plot_funnel(funnel, "self-instruct funnel (ROUGE-L < 0.7)")
 
 # %% [markdown]
-# ## Three students, trained the same way
+# ### Each filter switched off on its own
 #
-# Each starts from the base model and trains with the same steps, learning rate, batch size and seed, on: the seeds
-# only; the seeds plus every generation that parses (unfiltered); the seeds plus the kept generations (filtered).
-# All three are tested on the held-out records the teacher was tested on above: trained instructions with inputs
-# nobody trained on. The teacher may still write a held-out input by chance (it knows the word list); those tasks
-# are counted here, and the student that gets them learns them from the teacher, not from the test set.
-
-# %% tags=["nbval-ignore-output"]
-datasets = {"seeds only": seeds, "seeds + unfiltered": seeds + result.unfiltered,
-            "seeds + filtered": seeds + result.kept}
-leaked = {(r.family, r.input) for r in heldout} & {(t.family, t.input) for t in result.unfiltered}
-print(f"generated tasks whose (family, input) is a held-out one: {len(leaked)} of {len(result.unfiltered)}")
-students = si.train_students(base, datasets, steps=STUDENT_STEPS, lr=STUDENT_LR)
-scores = si.compare_students(students, heldout)
-families = list(teacher_score["per_family"])
-display(table([(name, len(datasets[name]) if name in datasets else "more", *(f"{s['per_family'][f]:.0%}" for f in families),
-                f"{s['exact_match']:.1%}", f"{s['loss']:.3f}")
-               for name, s in {**scores, "teacher (reference)": teacher_score}.items()],
-              ["model", "training tasks", *families, "exact match", "response loss"]))
+# With one shot the teacher's prompts are always seeds, never generated tasks, so switching a filter off changes
+# which generations are kept, not what the teacher writes: `si.refilter` judges the same generations again, exactly.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-names = list(scores)
-colors = ["#999999", "#dd8452", "#55a868"]
-axes[0].bar(names, [scores[n]["exact_match"] for n in names], color=colors)
-axes[0].axhline(teacher_score["exact_match"], color="#4c72b0", ls="--", label="teacher")
-axes[0].set_ylabel("held-out exact match"); axes[0].legend(fontsize=8)
-axes[1].bar(names, [scores[n]["loss"] for n in names], color=colors)
-axes[1].set_ylabel("held-out response loss (nats)")
-for ax in axes:
-    ax.tick_params(axis="x", labelsize=8)
+ablations = {"both filters": {}, "no novelty filter": {"novelty": False}, "no correctness filter": {"correctness": False},
+             "neither": {"novelty": False, "correctness": False}}
+kept_by = {name: si.refilter(result, **options).kept for name, options in ablations.items()}
+display(table([(name, len(kept), sum(t.output != si.rule_output(t.family, t.input) for t in kept),
+                len({t.instruction for t in kept})) for name, kept in kept_by.items()],
+              ["filters on", "kept", "of them wrong or unverifiable", "distinct instructions"]))
+
+# %% [markdown]
+# ⟨ABLATIONS⟩
+#
+# ### How diverse is the pool?
+#
+# Wang et al. measure diversity two ways: the ROUGE-L of each generated instruction to its most similar seed
+# (§3, Figure 3: most generated instructions score below 0.5 against every seed), and the verb-noun structure of
+# the instructions (Figure 2: the root verb and its first object noun). Here the same for the kept tasks; the verb and
+# noun come from a rule (`si.verb_noun`: first word, then the first content word), not a parser.
+
+# %%
+kept = result.kept
+near = si.nearest_seed(kept, seeds)
+pairs = collections.Counter(si.verb_noun(t.instruction) for t in kept)
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.hist(near, bins=[i / 10 for i in range(11)], color="#55a868")
+ax.set(xlabel="ROUGE-L to the most similar seed instruction", ylabel="kept tasks",
+       title=f"{len(kept)} kept tasks, {len({t.instruction for t in kept})} distinct instructions")
 plt.tight_layout(); plt.show()
-
-# %% tags=["nbval-ignore-output"]
-wrong = sum(g.verdict.startswith("wrong output") for g in result.generations)
-print(f"the unfiltered set adds {len(result.unfiltered)} tasks, {wrong} of them with a wrong output; "
-      f"the filtered set adds {len(result.kept)}, all checked")
-for name, s in scores.items():
-    print(f"{name:20s} exact match {s['exact_match']:.1%}, response loss {s['loss']:.3f}")
+print(f"ROUGE-L to the nearest seed: {sum(v == 1.0 for v in near)} of {len(near)} kept tasks repeat a seed's wording "
+      f"word for word (1.0), {sum(v < 0.5 for v in near)} score below 0.5")
+display(table([(verb, noun, n) for (verb, noun), n in pairs.most_common(10)], ["verb", "noun", "kept tasks"]))
 
 # %% [markdown]
-# The teacher bounds what the students can learn, and the funnel shows how much of its writing survives. The
-# budget bounds it too: the teacher needed thousands of steps (printed above) to learn the families that copy
-# letters, and each student gets far fewer (`STUDENT_STEPS`, set at the top). So read the tables by what a short
-# run can learn: the answer format, and families with short answers such as `count`, in exact match; how well the
-# right answers are predicted, in the response loss. Without generated data the student has seen three examples
-# per family; the generated tasks add instances of the same families, filtered or not, and the held-out response
-# loss shows what that buys. Unfiltered data adds more tasks, including the wrong ones; filtered data is fewer but
-# clean. Which wins on each measure is printed above and judged in the claim check below.
+# ⟨DIVERSITY⟩
 #
-# Note what the ROUGE-L filter does here: it drops a generated instruction whose ROUGE-L to an instruction already
-# in the pool is 0.7 or more (Wang et al.'s threshold); the funnel above counts those drops, not what kind of
-# near-copy each one is.
+# ## The study: four students, five seeds each
 #
+# Declared in `peftlab/studies/self_instruct_students.py` and run once by `python -m peftlab.studies run
+# 19_self_instruct`. The study's pool is 256 generations by the same recipe and seed: the 128 above, then 128 more.
+# Each student starts from the base model and trains 30 epochs of its own set (equal epochs, not equal steps), at
+# its own best learning rate (swept for 100 steps, chosen on the validation answer loss), five seeds at that rate:
+#
+# - **seeds**: the 21 seed tasks alone;
+# - **filtered**: the seeds plus the generations that pass every filter;
+# - **no_novelty**: the same with the novelty filter off;
+# - **no_correct**: the same with the correctness filter off (the paper's pipeline has none).
+
+# %%
+results = studies.load_results("19_self_instruct")
+print(describe(results))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+plot_sweep(ax1, results)
+plot_bands(ax2, results)
+plt.tight_layout()
+plt.show()
+display(final_table(results))
+for name, tasks in {"the seeds": seeds, "the seeds + the live run's kept tasks": seeds + result.kept}.items():
+    print(f"the constant answer per family fitted on {name}: {constant_accuracy(to_examples(tasks), test):.1%} of "
+          f"the 240 test records")
+
+# %% [markdown]
+# ⟨STUDY⟩
+#
+# ## A live run, checked against the study
+#
+# One point of the study, trained here by the study's own code: the seeds-only student, seed 0, at its chosen rate,
+# for its whole 40 steps. Its test answer loss must land inside the band where one more seed's run is expected (the
+# study's 95% prediction interval). Its numbers vary a little from machine to machine, so nbval does not compare them.
+
+# %%
+LIVE_STEPS = 40
+student, live = studies.live_run(results, "seeds", LIVE_STEPS, base, seed=0)
+
+# %% tags=["nbval-ignore-output"]
+fig, ax = plt.subplots(figsize=(6, 3.4))
+plot_live(ax, results, "seeds", LIVE_STEPS, live)
+plt.show()
+print(f"live run: {LIVE_STEPS} steps at lr {results['runs']['seeds']['lr']:g}, test answer loss {live:.3f}, "
+      f"exact match {greedy_accuracy(student, test):.1%}")
+
+# %%
+print(studies.require_inside(results, "seeds", LIVE_STEPS, live))
+
+# %% [markdown]
 # ## Claim check
+#
+# The study's claims, each with the margin declared before the run: a difference of the means over five seeds with
+# its 95% Welch interval; the verdict is what `peftlab.evidence.compare` reads off it.
 
-# %% tags=["nbval-ignore-output"]
-filtered, unfiltered, seeds_only = (scores[k] for k in ["seeds + filtered", "seeds + unfiltered", "seeds only"])
-
-best_student = max(s["exact_match"] for s in scores.values())
-display(claim_check([
-    ("ROUGE-L < 0.7 keeps the pool diverse", "Self-Instruct: 175 seeds → 52K instructions, 82K instances",
-     f"{funnel['well-formed'] - funnel['novel']} of {funnel['well-formed']} well-formed generations dropped as "
-     "near-duplicates or repeats", funnel["novel"] < funnel["well-formed"]),
-    ("the teacher must be stronger than the student", "Alpaca: text-davinci-003 teaches LLaMA 7B",
-     f"teacher {teacher_score['exact_match']:.0%} vs best student {best_student:.0%} held-out exact match",
-     teacher_score["exact_match"] > best_student),
-    ("generated data improves the student over the seeds alone", "Self-Instruct: +33% on SuperNI over vanilla GPT-3",
-     f"filtered {filtered['exact_match']:.0%} / {filtered['loss']:.3f} vs seeds only "
-     f"{seeds_only['exact_match']:.0%} / {seeds_only['loss']:.3f} (exact match / loss)",
-     better_by_both(filtered, seeds_only, "generated data") if result.kept else "not tested: no generation passed"),
-    ("filtering the generated data helps", "Self-Instruct filters by ROUGE-L and heuristics",
-     f"filtered {filtered['exact_match']:.0%} / {filtered['loss']:.3f} vs unfiltered "
-     f"{unfiltered['exact_match']:.0%} / {unfiltered['loss']:.3f} (exact match / loss)",
-     better_by_both(filtered, unfiltered, "filtering")),
-]))
+# %%
+display(claim_table(results))
 
 # %% [markdown]
+# ⟨CLAIMS⟩
+#
 # A correction of the common answer, not a measurement: Alpaca was trained on 52K examples written by
 # text-davinci-003, not GPT-4, for under $500.
 
 # %% [markdown]
 # ## Explore: the threshold
 #
-# Move the ROUGE-L threshold and the same generations are judged again in order (what-if on the filter; the
-# teacher's prompts stay as they were). At 1.0 only exact repeats are dropped; near 0.3 almost every new wording
-# counts as a duplicate of something in the pool.
+# Move the ROUGE-L threshold and the same generations are judged again in order (the teacher's prompts are seeds
+# only, so this is exact). At 1.0 only exact repeats are dropped; near 0.3 almost every new wording counts as a
+# duplicate of something in the pool.
 
 # %% [markdown]
 # ![The explorer below as it first appears, at its default settings](figures/19_explorer.png)
@@ -231,12 +258,7 @@ FunnelExplorer(result).show()
 # %% [markdown]
 # ## Takeaways for the interview
 #
-# - Self-instruct: seed tasks → a model writes new tasks in a few-shot prompt → filters (ROUGE-L < 0.7 to every
-#   kept instruction, plus well-formedness heuristics) → fine-tune on the result. 175 seeds became 52K instructions.
-# - Alpaca applied it with text-davinci-003 (not GPT-4): 52K examples for under $500, then fine-tuned LLaMA 7B.
-# - The teacher's quality bounds the data: the funnel above counts how many of its tasks are malformed, repeated or
-#   wrong, and only a rule-based correctness check (available because our tasks have rules) catches wrong outputs.
-#   Real pipelines have no such rule for open-ended tasks, which is why they rely on a much stronger teacher.
+# ⟨TAKEAWAYS⟩
 #
 # **Follow-up questions to expect**
 # - *Why ROUGE-L and not exact dedup?* Near-duplicates ("Reverse the letters of a word.") are as useless as exact

@@ -26,16 +26,3 @@ def claim_check(rows: Sequence[tuple[str, str, str, bool | str]]) -> Markdown:
     verdict = {True: "holds", False: "does not hold"}
     return table([(a, s, m, verdict.get(v, v) if isinstance(v, bool) else v) for a, s, m, v in rows],
                  ["short answer", "source", "measured here", "verdict"])
-
-
-def better_by_both(a: dict, b: dict, what: str) -> bool | str:
-    """Does `a` beat `b`? Both are `instruct.evaluate` results: higher "exact_match", lower "loss".
-    True or False where the two measures agree; otherwise a "mixed: ..." verdict naming the one that favours `what`.
-
-    >>> better_by_both({"exact_match": 0.5, "loss": 2.0}, {"exact_match": 0.1, "loss": 1.0}, "masking")
-    'mixed: exact match favours masking, loss does not'
-    """
-    em, loss = a["exact_match"] > b["exact_match"], a["loss"] < b["loss"]
-    if em == loss:
-        return em
-    return f"mixed: {'exact match' if em else 'loss'} favours {what}, {'loss' if em else 'exact match'} does not"

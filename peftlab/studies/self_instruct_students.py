@@ -19,7 +19,8 @@ Declared before any run:
   answer reaches 3%; notebook 19 shows each set's constant-answer baseline);
 * students: full fine-tuning from the base model, loss on the response, batch 16, AdamW, constant rate, 30
   epochs of their own set each (equal epochs: 40, 231, 327 and 415 steps);
-* learning rates: 3e-4, 1e-3, 3e-3, seed 0, 100 steps, chosen on val answer loss;
+* learning rates: 1e-3, 3e-3, 1e-2, 3e-2, seed 0, 100 steps, chosen on val answer loss (the seeds-only
+  student sweeps 100 steps, more than its 40: the sweep has one length for all);
 * final runs: seeds 0-4 at the chosen rate; val and test answer loss every 40 steps; at the end on test:
   answer loss, exact match (`greedy_accuracy`) and the format (`instruct.format_rate`);
 * claims: Welch 95% intervals over the 5 seeds, margins in `STUDY.claims`.
@@ -40,7 +41,7 @@ from . import Claim, Method, Study
 
 EPOCHS, BATCH = 30, 16
 SIZES = {"seeds": 21, "filtered": 123, "no_novelty": 174, "no_correct": 221}  # tests/test_studies.py checks
-GRID = (3e-4, 1e-3, 3e-3)
+GRID = (1e-3, 3e-3, 1e-2, 3e-2)
 WANG = "Wang et al. 2022 (Self-Instruct, arXiv 2212.10560)"
 
 STUDY = Study(
