@@ -192,13 +192,11 @@ NEW_WORDINGS = {
 # its made-up words (tests/test_instruct.py checks). Inputs made of them are new to every model, so a right
 # answer shows the operation, not a memorised word. Their lengths run from 4 to 9 letters in near-equal
 # numbers, so no one count answers more than a sixth of them.
-VAL_WORDS = ("kiwi", "lamp", "acorn", "daisy", "bottle", "carpet", "feather", "blanket", "umbrella", "dinosaur")
-TEST_WORDS = ("nest", "drum", "harp", "vase", "leaf", "wolf", "crab", "eagle", "igloo", "lemon", "mango", "quilt",
-              "koala", "ocean", "guitar", "hammer", "jungle", "kettle", "needle", "oyster", "spider", "dolphin",
-              "glacier", "pumpkin", "sparrow", "trumpet", "biscuit", "compass", "elephant", "mushroom", "notebook",
-              "sandwich", "squirrel", "hedgehog", "butterfly", "crocodile", "telescope", "pineapple", "waterfall",
-              "chocolate")
-HELDOUT_WORDS = VAL_WORDS + TEST_WORDS  # disjoint: no test input is seen in a sweep
+HELDOUT_WORDS = ("nest", "drum", "harp", "vase", "leaf", "wolf", "crab", "eagle", "igloo", "lemon", "mango", "quilt",
+                 "koala", "ocean", "guitar", "hammer", "jungle", "kettle", "needle", "oyster", "spider", "dolphin",
+                 "glacier", "pumpkin", "sparrow", "trumpet", "biscuit", "compass", "elephant", "mushroom", "notebook",
+                 "sandwich", "squirrel", "hedgehog", "butterfly", "crocodile", "telescope", "pineapple", "waterfall",
+                 "chocolate")
 
 
 def nearest_trained(wording: str) -> float:
@@ -304,22 +302,25 @@ def instruct_sets(seed: int = 0) -> dict[str, list[Example]]:
     """Study 09_instruct's data, as examples in `DEFAULT_TEMPLATE` (every held-out input made of `HELDOUT_WORDS`):
 
     * "train": `training_records` (692: the six rule families on `data.WORDS`, 120 fact questions);
-    * "val": trained wordings on `VAL_WORDS` (10 per one-word family, 16 per other: 78), for the sweep;
-    * "test": trained wordings on `TEST_WORDS`, 40 per family (240): new inputs;
+    * "val": what a practitioner validates on, drawn from the training distribution: trained words in
+      combinations never trained on (`heldout_suite`'s new inputs, 140) and fact questions about the 12 Q/A
+      validation people (48): 188, for the sweep and the plateau;
+    * "test": trained wordings on `HELDOUT_WORDS`, 40 per family (240): new inputs, new words;
     * "wordings": the test inputs worded as in `NEW_WORDINGS` (240);
-    * "families": `NEW_FAMILIES` on `TEST_WORDS`, 40 each (200);
+    * "families": `NEW_FAMILIES` on `HELDOUT_WORDS`, 40 each (200);
     * "facts": every fact question about the 48 Q/A test people (192), whose facts only pre-training holds.
 
     >>> {k: len(v) for k, v in instruct_sets().items()}
-    {'train': 692, 'val': 78, 'test': 240, 'wordings': 240, 'families': 200, 'facts': 192}
+    {'train': 692, 'val': 188, 'test': 240, 'wordings': 240, 'families': 200, 'facts': 192}
     """
     rules = {f: TRAINED_PHRASINGS[f] for f in PARAPHRASES}
-    test = _rule_set(rules, TEST_WORDS, 40, f"test-{seed}")
+    test = _rule_set(rules, HELDOUT_WORDS, 40, f"test-{seed}")
     return {"train": to_examples(training_records(seed)),
-            "val": to_examples(_rule_set(rules, VAL_WORDS, 16, f"val-{seed}")),
+            "val": to_examples(heldout_suite(seed, per_family=1000)["new inputs"]
+                               + [fact_record(p, a) for p in _people("val", seed) for a in data.ATTRIBUTES]),
             "test": to_examples(test),
             "wordings": to_examples([Instruction(r.family, NEW_WORDINGS[r.family], r.input, r.output) for r in test]),
-            "families": to_examples(_rule_set(NEW_FAMILIES, TEST_WORDS, 40, f"families-{seed}")),
+            "families": to_examples(_rule_set(NEW_FAMILIES, HELDOUT_WORDS, 40, f"families-{seed}")),
             "facts": to_examples([fact_record(p, a) for p in _people("test", seed) for a in data.ATTRIBUTES])}
 
 

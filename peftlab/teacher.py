@@ -113,7 +113,7 @@ def teacher_task(seed: int = 0) -> dict[str, list[Example]]:
     trains on it for as many steps as on the live recipe, to tell more data from more training.
 
     >>> {k: len(v) for k, v in teacher_task().items()}
-    {'train': 5612, 'val': 78, 'test': 240}
+    {'train': 5612, 'val': 188, 'test': 240}
     """
     return {"train": to_examples(teacher_tasks(seed)), **{s: v for s, v in instruct_task(seed).items() if s != "train"}}
 

@@ -215,7 +215,7 @@ def test_study_pool_is_the_live_run_extended_and_gives_the_declared_sets():
     live = self_instruct(load_base("teacher"), SEEDS, n=128, batch_size=32, seed=0)  # notebook 19's run
     assert [g.text for g in live.generations] == [g.text for g in study_pool().generations[:128]]
     sizes = {name: len(student_tasks(name)) for name in STUDENTS}
-    assert sizes == study.SIZES  # the study's steps are 30 epochs of these
+    assert sizes == study.SIZES  # the study's steps are 20 epochs of these
     assert [m.steps for m in study.STUDY.methods] == [math.ceil(study.EPOCHS * n / study.BATCH) for n in sizes.values()]
     with pytest.raises(ValueError, match="name must be one of"):
         student_tasks("everything")

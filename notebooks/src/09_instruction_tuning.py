@@ -86,9 +86,9 @@ display(table([(family, TRAINED_PHRASINGS[family], PARAPHRASES[family], f"{neare
                  NEW_WORDINGS[family], f"{nearest_trained(NEW_WORDINGS[family]):.2f}") for family in NEW_WORDINGS],
               ["family", "trained wording", "old paraphrase", "ROUGE-L to nearest trained",
                "new wording (study)", "ROUGE-L to nearest trained"]))
-lengths = collections.Counter(len(w) for w in instruct.TEST_WORDS)
+lengths = collections.Counter(len(w) for w in instruct.HELDOUT_WORDS)
 print("letters per test word:", dict(sorted(lengths.items())), f"(the most common length covers "
-      f"{max(lengths.values())} of {len(instruct.TEST_WORDS)})")
+      f"{max(lengths.values())} of {len(instruct.HELDOUT_WORDS)})")
 
 # %% [markdown]
 # Three of the old paraphrases were near copies ("Say the word three times." against the trained "Repeat the word
