@@ -328,7 +328,8 @@ def nearest_seed(tasks: Sequence[Instruction], seeds: Sequence[Instruction]) -> 
 
 # Words that are not the object noun of an instruction (determiners, pronouns, prepositions, adjectives of ours).
 _NOT_NOUNS = {"the", "a", "an", "of", "each", "every", "in", "to", "this", "these", "it", "its", "all", "from",
-              "into", "about", "three", "two", "first", "last", "small", "upper", "given", "following", "order"}
+              "into", "about", "three", "two", "first", "last", "small", "upper", "given", "following", "order",
+              "how", "many", "long", "is", "does", "what"}
 
 
 def verb_noun(instruction: str) -> tuple[str, str | None]:

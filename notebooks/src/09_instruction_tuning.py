@@ -74,9 +74,9 @@ print(ex.prompt + "|" + ex.response, end="")
 # ## How new is "new"?
 #
 # The live recipe trains six rule families on 40 words (`data.WORDS`) and fact questions about 60 people. A model
-# that has seen "Reverse the letters of the word." with *lantern* 20 times can answer it from memory. So the
-# held-out inputs here are made of 50 other real words (`instruct.HELDOUT_WORDS`: 10 for validation, 40 for test),
-# none in any training set of peftlab, the teacher's included, with 4 to 9 letters in near-equal numbers, so that no
+# that has seen "Reverse the letters of the word." with *lantern* 20 times can answer it from memory. So the test
+# inputs here are made of 40 other real words (`instruct.HELDOUT_WORDS`), none in any training set of peftlab, the
+# teacher's included, with 4 to 9 letters in near-equal numbers, so that no
 # constant answer gets far ("6" answers 7 of the 40 `count` inputs). And a held-out *wording* is only new if it is
 # far from every trained one: ROUGE-L to the nearest wording any peftlab model trains on, for the paraphrases
 # notebook 09 used before and for the new wordings the study uses.
@@ -119,9 +119,10 @@ print("well formed:", instruct.well_formed("count", "7\n"), instruct.well_formed
 #
 # Declared in `peftlab/studies/instruction_tuning.py` and run once by `python -m peftlab.studies run 09_instruct`
 # (the results ship with peftlab). Every method trains 300 steps at batch 16 (about seven passes over the live
-# recipe's 692 records) at its own best learning rate, swept over three rates for 100 steps and chosen on the
-# validation answer loss (78 records on the 10 validation words); five seeds at that rate. The test sets: 240 new
-# inputs (40 per family on the 40 test words), the same 240 in the new wordings, 200 records of five new families,
+# recipe's 692 records) at its own best learning rate, swept over four rates for 100 steps and chosen on the
+# validation answer loss; five seeds at that rate. Validation is what a practitioner has: 188 records from the
+# training distribution (trained words in new combinations, questions about 12 other people). The test sets: 240 new
+# inputs (40 per family on the 40 held-out words), the same 240 in the new wordings, 200 records of five new families,
 # and the 192 fact questions about the 48 Q/A test people.
 #
 # - **full**: full fine-tuning, loss on the response;
