@@ -318,7 +318,7 @@ def compare_students(students: dict[str, torch.nn.Module], heldout: Sequence[Ins
 
 def nearest_seed(tasks: Sequence[Instruction], seeds: Sequence[Instruction]) -> list[float]:
     """Per task, ROUGE-L of its instruction to the nearest seed instruction: the paper's measure of how far
-    generated instructions move from the seeds (Wang et al. 2022, §3, Figure 3).
+    generated instructions move from the seeds (Wang et al. 2022, Figure 4).
 
     >>> nearest_seed([Instruction("x", "Echo it thrice.", "a", "a a a")], seed_tasks())
     [0.0]
@@ -335,7 +335,7 @@ _NOT_NOUNS = {"the", "a", "an", "of", "each", "every", "in", "to", "this", "thes
 def verb_noun(instruction: str) -> tuple[str, str | None]:
     """(root verb, its first object noun) of an imperative instruction, by a rule: the first word is the
     verb, the first later word that is not a function word (`_NOT_NOUNS`) is the noun. The paper parses
-    with the Berkeley Neural Parser (§3, Figure 2); this rule serves instructions of our few families.
+    instructions with a constituency parser (Figure 3); this rule serves instructions of our few families.
 
     >>> verb_noun("Reverse the letters of the word."), verb_noun("Echo it thrice.")
     (('reverse', 'letters'), ('echo', 'thrice'))

@@ -162,10 +162,10 @@ display(table([(name, len(kept), sum(t.output != si.rule_output(t.family, t.inpu
 #
 # ### How diverse is the pool?
 #
-# Wang et al. measure diversity two ways: the ROUGE-L of each generated instruction to its most similar seed
-# (§3, Figure 3: most generated instructions score below 0.5 against every seed), and the verb-noun structure of
-# the instructions (Figure 2: the root verb and its first object noun). Here the same for the kept tasks; the verb and
-# noun come from a rule (`si.verb_noun`: first word, then the first content word), not a parser.
+# Wang et al. measure diversity two ways: the verb-noun structure of the instructions (their Figure 3: the root verb
+# and its direct object noun, from a parser) and the ROUGE-L of each generated instruction to its most similar seed
+# (their Figure 4). Here the same for the kept tasks; the verb and noun come from a rule (`si.verb_noun`: the first
+# word, then the first content word), not a parser.
 
 # %%
 kept = result.kept

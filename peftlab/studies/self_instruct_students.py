@@ -2,7 +2,7 @@
 filter of the self-instruct pipeline is worth.
 
 Wang et al. 2022 ("Self-Instruct", arXiv 2212.10560) bootstrap 52K instructions from 175 seed tasks with
-GPT-3, keep a new instruction only when its ROUGE-L to every kept one is below 0.7 (§2.3), and report that
+GPT-3, keep a new instruction only when its ROUGE-L to every kept one is below 0.7, and report that
 GPT-3 fine-tuned on the result gains 33 points over vanilla GPT-3 on Super-NaturalInstructions (abstract).
 The paper filters with heuristics and has no correctness check; the families here have rules, so one is
 possible, and the study switches each filter off on its own.
@@ -58,11 +58,11 @@ STUDY = Study(
         Claim("generated_lower_loss", "the filtered tasks lower the answer loss on new inputs below the seeds-only "
               "student's", WANG, metric="answer_loss", a="filtered", b="seeds", kind="less", margin=0.0),
         Claim("novelty_filter_helps", "the novelty filter (ROUGE-L < 0.7) helps: exact match with it above exact "
-              "match without it", f"{WANG}, §2.3: the filter keeps the pool diverse", metric="exact_match",
+              "match without it", f"{WANG}: the filter keeps the pool diverse", metric="exact_match",
               a="filtered", b="no_novelty", kind="greater", margin=0.0),
         Claim("correctness_filter_helps", "dropping wrong outputs helps: exact match with the correctness filter "
-              "above exact match without it", "not in the paper, which has no correctness check; its §4.2 "
-              "finds many generated instances noisy", metric="exact_match", a="filtered", b="no_correct",
+              "above exact match without it", "not in the paper, which has no correctness check; its quality review "
+              "finds the generated instances noisier than the instructions", metric="exact_match", a="filtered", b="no_correct",
               kind="greater", margin=0.0),
         Claim("correctness_filter_lower_loss", "dropping wrong outputs lowers the answer loss on new inputs",
               "as above", metric="answer_loss", a="filtered", b="no_correct", kind="less", margin=0.0),
